@@ -1,0 +1,48 @@
+"""Conventions shared by every data set: where full data sets live, the missing-data error."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from vislab import DATASETS_DIR
+
+
+class MissingData(FileNotFoundError):
+    """A data set's files are not where the kit looks; the message says where to put them."""
+
+
+def data_root() -> Path:
+    """Where full data sets live: $VISLAB_DATA if set, else datasets/full/ in the repo."""
+    return Path(os.environ.get("VISLAB_DATA", DATASETS_DIR / "full")).expanduser()
+
+
+class ImageDataset(Dataset):
+    """uint8 images (N, C, H, W) + labels; returns (float image, label), normalised per channel.
+
+    `transform` (e.g. torchvision.transforms.v2.RandAugment) runs on the uint8 image first.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+                 transform: Callable | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels.long()
+        self.mean, self.std, self.transform = mean, std, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255 - self.mean) / self.std
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image)
+        return self.normalise(image), self.labels[i]

@@ -1,0 +1,65 @@
+"""Import a lab's code from exactly one place: labs/, solutions/, or a folder the user names.
+
+The lab folder is imported as a package under a name unique to its path, so the same lab can be
+loaded from labs/ and solutions/ in one process without one shadowing the other, and every
+module is checked to come from the folder that was asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from vislab import LABS_DIR, SOLUTIONS_DIR
+
+
+class ImplNotFound(FileNotFoundError):
+    """The folder to grade or train does not exist or is not a lab folder."""
+
+
+def lab_dir(lab: str, impl: str | Path = "labs") -> Path:
+    """Resolve --impl: 'labs', 'solutions', a lab folder, or a folder that holds `<lab>/`."""
+    if str(impl) in ("labs", "solutions"):
+        path = (LABS_DIR if str(impl) == "labs" else SOLUTIONS_DIR) / lab
+    else:
+        path = Path(impl).expanduser().resolve()
+        if (path / lab).is_dir() and not (path / "__init__.py").exists():
+            path = path / lab
+    if not path.is_dir():
+        raise ImplNotFound(f"no folder {path} for lab '{lab}' (--impl takes labs, solutions, "
+                           f"or a path to a folder holding the lab's files)")
+    if not (path / "__init__.py").exists():
+        raise ImplNotFound(f"{path} is not a lab folder: it has no __init__.py "
+                           f"(copy the whole labs/{lab}/ folder)")
+    return path.resolve()
+
+
+def package_name(path: Path) -> str:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return f"_vislab_impl_{path.name}_{digest}"
+
+
+def load_package(path: Path) -> ModuleType:
+    """Import the lab folder `path` as a fresh package (any earlier import is discarded)."""
+    name = package_name(path)
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+    spec = importlib.util.spec_from_file_location(
+        name, path / "__init__.py", submodule_search_locations=[str(path)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def load_module(package: ModuleType, module: str) -> ModuleType:
+    """Import `package.module` and check that it was read from the package's own folder."""
+    mod = importlib.import_module(f"{package.__name__}.{module}")
+    folder = Path(package.__path__[0]).resolve()
+    origin = Path(mod.__file__).resolve()
+    if folder not in origin.parents:
+        raise ImportError(f"{module} was loaded from {origin}, outside {folder}")
+    return mod
