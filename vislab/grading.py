@@ -41,6 +41,13 @@ class ForbiddenCall(Exception):
     """The student's code called a function the task asks them to write themselves."""
 
 
+class UnknownLab(KeyError):
+    """No autograder for the lab, or no such task in it."""
+
+    def __str__(self):
+        return self.args[0]
+
+
 class StudentError(Exception):
     """The student's code raised; `status` is 'not implemented', 'failed' or 'error'."""
 
@@ -92,7 +99,7 @@ def load_lab(name: str) -> Lab:
     if not (AUTOGRADER_DIR / f"{name}.py").exists():
         labs = sorted(p.stem for p in AUTOGRADER_DIR.glob("*.py")
                       if not p.stem.startswith("_") and not p.stem.endswith("_probes"))
-        raise KeyError(f"no lab named {name!r}; labs are: {', '.join(labs)}")
+        raise UnknownLab(f"no lab named {name!r}; labs are: {', '.join(labs)}")
     return importlib.import_module(f"{pkg}.{name}").lab
 
 
@@ -280,7 +287,7 @@ def run_check(check: Check, student: Student) -> CheckResult:
 
 def grade(lab: Lab, path: Path, task: str | None = None) -> list[CheckResult]:
     if task is not None and task not in lab.tasks:
-        raise KeyError(f"no task {task!r} in lab {lab.name}; tasks are: {', '.join(lab.tasks)}")
+        raise UnknownLab(f"no task {task!r} in lab {lab.name}; tasks are: {', '.join(lab.tasks)}")
     student = Student(path)
     return [run_check(c, student) for c in lab.checks if task in (None, c.task)]
 

@@ -55,6 +55,29 @@ def load_package(path: Path) -> ModuleType:
     return package
 
 
+class Lab:
+    """A lab folder's modules, imported on first use: `import_lab(path).model.ViT`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path).resolve()
+        self._package = None
+
+    def __getattr__(self, name: str) -> ModuleType:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._package is None:
+            self._package = load_package(self.path)
+        return load_module(self._package, name)
+
+
+def import_lab(path: str | Path) -> Lab:
+    """The lab folder at `path` (e.g. "." in a notebook next to model.py)."""
+    path = Path(path).resolve()
+    if not (path / "__init__.py").exists():
+        raise ImplNotFound(f"{path} is not a lab folder: it has no __init__.py")
+    return Lab(path)
+
+
 def load_module(package: ModuleType, module: str) -> ModuleType:
     """Import `package.module` and check that it was read from the package's own folder."""
     mod = importlib.import_module(f"{package.__name__}.{module}")

@@ -1,0 +1,115 @@
+"""The `vislab` command: release, grade, train, data.
+
+Every subcommand reports a user's mistake (unknown lab, missing folder, missing data) as one
+line on stderr and exit code 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vislab import LABS_DIR, SOLUTIONS_DIR
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit code 2."""
+
+
+def cmd_release(args) -> int:
+    from vislab.release import drift, release
+
+    if args.check:
+        problems = drift(SOLUTIONS_DIR, LABS_DIR)
+        if problems:
+            print("labs/ differs from what `vislab release` writes from solutions/:")
+            print("\n".join(f"  {p}" for p in problems))
+            print("run `vislab release` (never edit labs/ by hand)")
+            return 1
+        print("labs/ is up to date with solutions/")
+        return 0
+    changed = release(SOLUTIONS_DIR, LABS_DIR)
+    print("\n".join(f"wrote labs/{rel}" for rel in changed) or "labs/ was already up to date")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from vislab.grading import format_table, grade, load_lab, report
+    from vislab.impl import lab_dir
+
+    lab = load_lab(args.lab)
+    path = lab_dir(args.lab, args.impl)
+    results = grade(lab, path, args.task)
+    print(f"grading {args.lab} in {path}")
+    rep = report(lab, path, results)
+    print(format_table(rep))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if rep["earned"] == rep["possible"] else 1
+
+
+def cmd_train(argv: list[str]) -> int:
+    from vislab.impl import import_lab, lab_dir
+
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("lab", nargs="?")
+    first.add_argument("--impl", default="solutions")
+    known, _ = first.parse_known_args(argv)
+    parser = argparse.ArgumentParser(prog="vislab train", description="Train a lab's models.")
+    parser.add_argument("lab", help="the lab, e.g. vit")
+    parser.add_argument("--impl", default="solutions",
+                        help="whose code trains: labs, solutions (default), or a folder")
+    if known.lab is None:
+        parser.parse_args(argv)  # prints usage (or --help) and exits
+    path = lab_dir(known.lab, known.impl)
+    train = import_lab(path).train
+    train.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return train.main(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vislab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("release", help="regenerate labs/ from solutions/")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 and list the files that differ")
+    p.set_defaults(run=cmd_release)
+
+    p = sub.add_parser("grade", help="grade a lab and print the task table")
+    p.add_argument("lab", help="the lab, e.g. vit")
+    p.add_argument("--impl", default="labs",
+                   help="whose code is graded: labs (default), solutions, or a folder")
+    p.add_argument("--task", help="grade one task only, e.g. vit.attention")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    p.set_defaults(run=cmd_grade)
+
+    sub.add_parser("train", help="train a lab's models (see `vislab train LAB --help`)",
+                   add_help=False)
+
+    from vislab.data.cli import add_parser as add_data_parser
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vislab.data import MissingData
+    from vislab.grading import UnknownLab
+    from vislab.impl import ImplNotFound
+    from vislab.release import ReleaseError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["train"]:
+            return cmd_train(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except (UsageError, ImplNotFound, MissingData, ReleaseError, UnknownLab) as exc:
+        print(f"vislab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislab: interrupted", file=sys.stderr)
+        return 130
