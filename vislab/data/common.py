@@ -1,9 +1,12 @@
-"""Conventions shared by every data set: where full data sets live, the missing-data error."""
+"""Conventions shared by every data set: where full sets and caches live, the missing-data error,
+and atomic writes so that a cache is never half-written."""
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -46,3 +49,35 @@ class ImageDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return self.normalise(image), self.labels[i]
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are cached: $VISLAB_CACHE if set, else datasets/cache/ (git-ignored)."""
+    return Path(os.environ.get("VISLAB_CACHE", DATASETS_DIR / "cache")).expanduser()
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write (a file or a folder); rename it to `path` on success.
+
+    Readers therefore see either nothing or the complete result, never a half-written cache: if the
+    block raises (or the process dies), `path` is untouched and the temporary is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
