@@ -61,6 +61,14 @@ def cmd_train(argv: list[str]) -> int:
     parser.add_argument("lab", help="the lab, e.g. vit")
     parser.add_argument("--impl", default="solutions",
                         help="whose code trains: labs, solutions (default), or a folder")
+    parser.add_argument("--full", action="store_true",
+                        help="the full data set and model (the GPU configuration)")
+    parser.add_argument("--epochs", type=int, help="default: the lab's, for small or --full")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if present)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<lab>/<model>-<time>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint.pt")
     if known.lab is None:
         parser.parse_args(argv)  # prints usage (or --help) and exits
     path = lab_dir(known.lab, known.impl)

@@ -1,0 +1,1 @@
+"""The ViT lab: your code. Modules: model (ViT), cnn (a CNN baseline), distill, finetune, train."""

@@ -1,0 +1,266 @@
+"""Train the lab's models: `vislab train vit [options]` (see --help).
+
+    vislab train vit                              # ViT on MNIST-5k, CPU, about a minute
+    vislab train vit --model cnn                  # the CNN of about the same size
+    vislab train vit --mixup 0.8 --randaugment --weight-decay 0.1 --dropout 0.1
+    vislab train vit --teacher runs/vit/cnn-.../checkpoint.pt       # KL distillation, T = 4
+    vislab train vit --classes 0-4 --out runs/vit/pre               # pretrain on digits 0-4
+    vislab train vit --finetune runs/vit/pre/checkpoint.pt --classes 5-9 --per-class 50 \\
+                     --finetune-mode head                           # then fine-tune on 5-9
+    vislab train vit --full --device cuda         # full MNIST, a larger ViT (GPU)
+
+A run folder gets metrics.jsonl, checkpoint.pt, curves.png, confusion.png and (ViT)
+attention.png. `--finetune` also takes a torchvision VisionTransformer state dict (e.g.
+vit_b_16's weights file), loaded with model.load_torchvision_weights.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from vislab import plots
+from vislab.data import ImageDataset, mnist, mnist5k
+from vislab.data.mnist import MEAN, STD
+from vislab.training import RunConfig, fit, setup, teardown
+
+from .cnn import SmallCNN
+from .distill import distillation_loss
+from .finetune import replace_head, trainable_parameters
+from .model import ViT, ViTConfig, load_torchvision_weights
+
+SMALL = ViTConfig()  # 7x7 patches, 2 blocks, D = 64: trains on a CPU in about a minute
+FULL = ViTConfig(dim=192, depth=6, num_heads=3, mlp_dim=384, dropout=0.1)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["vit", "cnn"], default="vit")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout rate (default 0, or 0.1 with --full)")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="MixUp with Beta(ALPHA, ALPHA) mixing weights (0: off)")
+    parser.add_argument("--randaugment", action="store_true", help="RandAugment each image")
+    parser.add_argument("--teacher", type=Path, metavar="CKPT",
+                        help="distil from this checkpoint's model: KL at --temperature, no labels")
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--finetune", type=Path, metavar="CKPT",
+                        help="start from this checkpoint (ours, or a torchvision ViT state dict) "
+                             "with a new head")
+    parser.add_argument("--finetune-mode", choices=["full", "head"], default="full")
+    parser.add_argument("--classes", default="0-9", help="digits to use, e.g. 0-4 or 1,3,5")
+    parser.add_argument("--per-class", type=int, metavar="N",
+                        help="use only N training images per class")
+
+
+# ------------------------------------------------------------------------------------ data
+
+def parse_classes(text: str) -> list[int]:
+    digits = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        digits.update(range(int(lo), int(hi or lo) + 1))
+    if not digits or not digits <= set(range(10)):
+        raise ValueError(f"--classes must name digits 0-9, got {text!r}")
+    return sorted(digits)
+
+
+def select(images, labels, classes, per_class=None):
+    """Keep `classes` (relabelled 0..k-1), at most `per_class` images of each."""
+    keep = []
+    for new, digit in enumerate(classes):
+        idx = (labels == digit).nonzero().flatten()
+        keep.append(idx[:per_class] if per_class else idx)
+    keep = torch.cat(keep).sort().values
+    relabel = torch.full((10,), -1, dtype=torch.long)
+    relabel[classes] = torch.arange(len(classes))
+    return images[keep], relabel[labels[keep]]
+
+
+def datasets(args):
+    load = mnist if args.full else mnist5k
+    classes = parse_classes(args.classes)
+    train = select(*load("train"), classes, args.per_class)
+    test = select(*load("test"), classes)
+    augment = v2.RandAugment() if args.randaugment else None
+    return (ImageDataset(*train, MEAN, STD, transform=augment),
+            ImageDataset(*test, MEAN, STD), classes)
+
+
+# ---------------------------------------------------------------------------------- models
+
+def build(kind: str, config: dict) -> torch.nn.Module:
+    return ViT(ViTConfig(**config)) if kind == "vit" else SmallCNN(**config)
+
+
+def vit_config_from_torchvision(state: dict) -> ViTConfig:
+    """A ViTConfig that fits a torchvision VisionTransformer state dict."""
+    dim, channels, patch, _ = state["conv_proj.weight"].shape
+    grid = int(round((state["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
+    depth = len({k.split(".")[2] for k in state if k.startswith("encoder.layers.")})
+    heads = {768: 12, 1024: 16, 1280: 16}.get(dim, max(1, dim // 64))  # torchvision's ViTs
+    return ViTConfig(image_size=grid * patch, patch_size=patch, in_channels=channels,
+                     num_classes=state["heads.head.weight"].shape[0], dim=dim, depth=depth,
+                     num_heads=heads,
+                     mlp_dim=state["encoder.layers.encoder_layer_0.mlp.0.weight"].shape[0])
+
+
+def load_model(path: Path) -> tuple[torch.nn.Module, str, dict]:
+    """A model from our checkpoint.pt or from a torchvision VisionTransformer state dict."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (train one first; its run folder "
+                                f"holds checkpoint.pt)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "conv_proj.weight" in state:
+        config = vit_config_from_torchvision(state)
+        return load_torchvision_weights(ViT(config), state), "vit", asdict(config)
+    if "meta" not in state or "kind" not in state["meta"]:
+        raise ValueError(f"{path} is neither a vislab checkpoint nor a torchvision ViT state dict")
+    kind, config = state["meta"]["kind"], state["meta"]["config"]
+    model = build(kind, config)
+    model.load_state_dict(state["model"])
+    return model, kind, config
+
+
+def adapt_input(x: torch.Tensor, kind: str, config: dict) -> torch.Tensor:
+    """MNIST batches as the model expects them: torchvision's ImageNet ViTs take 3-channel
+    images of their own size with ImageNet's normalisation."""
+    if kind != "vit" or config["in_channels"] == x.shape[1] and config["image_size"] == x.shape[-1]:
+        return x
+    x = (x * STD + MEAN).expand(-1, config["in_channels"], -1, -1)   # back to [0, 1]
+    x = F.interpolate(x, size=config["image_size"], mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(IMAGENET_STD[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+# -------------------------------------------------------------------------------- training
+
+def main(args: argparse.Namespace) -> int:
+    dist = setup(args.device, args.seed)
+    train_set, test_set, classes = datasets(args)
+    dropout = args.dropout if args.dropout is not None else (0.1 if args.full else 0.0)
+    params = None
+    if args.finetune:
+        model, kind, config = load_model(args.finetune)
+        model = replace_head(model, len(classes))
+        config = {**config, "num_classes": len(classes)}
+        params = trainable_parameters(model, args.finetune_mode)
+    elif args.model == "vit":
+        kind = "vit"
+        config = asdict(FULL if args.full else SMALL) | {"num_classes": len(classes),
+                                                         "dropout": dropout}
+        model = build(kind, config)
+    else:
+        kind, config = "cnn", {"num_classes": len(classes), "dropout": dropout}
+        model = build(kind, config)
+    teacher = None
+    if args.teacher:
+        teacher, teacher_kind, teacher_config = load_model(args.teacher)
+        teacher = teacher.to(dist.device).eval().requires_grad_(False)
+    mixup = v2.MixUp(alpha=args.mixup, num_classes=len(classes)) if args.mixup else None
+
+    def step(model, batch):
+        x, y = batch
+        if mixup is not None:
+            x, y = mixup(x, y)                          # y: (B, classes) soft labels
+        logits = model(adapt_input(x, kind, config))    # (B, classes)
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(adapt_input(x, teacher_kind, teacher_config))
+            loss = distillation_loss(logits, target, args.temperature)
+        else:
+            loss = F.cross_entropy(logits, y)
+        hard = y.argmax(-1) if y.ndim == 2 else y
+        return {"loss": loss, "acc": (logits.argmax(-1) == hard).float().mean()}
+
+    def evaluate(model):
+        logits, labels = predict(model, test_set, kind, config, dist.device)
+        return {"test_loss": F.cross_entropy(logits, labels).item(),
+                "test_acc": (logits.argmax(-1) == labels).float().mean().item()}
+
+    epochs = args.epochs or (100 if args.full else 20)
+    out = Path(args.out or default_out(kind, args))
+    run = RunConfig(out, epochs, args.batch_size, args.lr, args.weight_decay, resume=args.resume)
+    if dist.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"training {kind} ({n_params:,} parameters) on {'MNIST' if args.full else 'MNIST-5k'}"
+              f" digits {classes} ({len(train_set)} train / {len(test_set)} test images), "
+              f"{epochs} epochs on {dist.device}; run folder {out}")
+    history = fit(model, train_set, step, run, dist, evaluate=evaluate, params=params,
+                  meta={"kind": kind, "config": config, "classes": classes}, seed=args.seed)
+    if dist.is_main:
+        report(model, kind, config, history, test_set, classes, out, dist.device)
+    teardown(dist)
+    return 0
+
+
+def default_out(kind: str, args) -> Path:
+    from datetime import datetime
+    return Path("runs") / "vit" / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@torch.no_grad()
+def predict(model, dataset, kind, config, device, batch_size=500):
+    model.eval()
+    logits = [model(adapt_input(dataset.normalise(dataset.images[i:i + batch_size]).to(device),
+                                kind, config)).float().cpu()
+              for i in range(0, len(dataset), batch_size)]
+    return torch.cat(logits), dataset.labels
+
+
+# --------------------------------------------------------------------------------- results
+
+@torch.no_grad()
+def attention_rollout(model: ViT, x: torch.Tensor) -> torch.Tensor:
+    """How much the CLS token draws on each patch, through all blocks (Abnar & Zuidema, 2020).
+
+    Each block's attention (averaged over heads, plus the identity for the residual, rows
+    renormalised) is multiplied through the blocks; the CLS row gives a (B, h, w) map. The
+    attention is recomputed from each block's input with its qkv weights.
+    """
+    inputs = []
+    hooks = [b.attn.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+             for b in model.blocks]
+    model.eval()(x)
+    for h in hooks:
+        h.remove()
+    rollout = None
+    for block, tokens in zip(model.blocks, inputs):
+        attn = block.attn
+        B, N, D = tokens.shape
+        qkv = attn.qkv(tokens).reshape(B, N, 3, attn.num_heads, attn.head_dim)
+        q, k, _ = qkv.permute(2, 0, 3, 1, 4)                          # (B, H, N, d)
+        a = (q @ k.transpose(-2, -1) / attn.head_dim**0.5).softmax(-1).mean(1)  # (B, N, N)
+        a = a + torch.eye(N, device=a.device)
+        a = a / a.sum(-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    grid = int((rollout.shape[-1] - 1) ** 0.5)
+    return rollout[:, 0, 1:].reshape(-1, grid, grid)                  # (B, h, w)
+
+
+def report(model, kind, config, history, test_set, classes, out, device) -> None:
+    model = model.cpu()
+    logits, labels = predict(model, test_set, kind, config, "cpu")
+    preds = logits.argmax(-1)
+    names = [str(c) for c in classes]
+    paths = [plots.curves(history, out / "curves.png", f"{kind} on MNIST"),
+             plots.plot_confusion(labels, preds, names, out / "confusion.png", kind)]
+    if kind == "vit" and config["image_size"] == 28:
+        first = [(labels == c).nonzero()[0].item() for c in range(len(classes)) if (labels == c).any()]
+        images = test_set.images[first[:10]]
+        maps = attention_rollout(model, test_set.normalise(images))
+        maps = F.interpolate(maps[:, None], size=images.shape[-1], mode="nearest")[:, 0]
+        titles = [f"{classes[labels[i]]} -> {classes[preds[i]]}" for i in first[:10]]
+        paths.append(plots.overlay_grid(images.float() / 255, maps, titles, out / "attention.png",
+                                        "attention rollout from CLS (true -> predicted)"))
+    acc = (preds == labels).float().mean().item()
+    print(f"test accuracy {acc:.4f} after {history[-1]['epoch']} epochs")
+    print("wrote " + ", ".join(str(p) for p in paths + [out / "metrics.jsonl", out / "checkpoint.pt"]))

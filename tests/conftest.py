@@ -1,0 +1,35 @@
+"""Shared helpers: copies of a lab's solution with one edit, graded task by task."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vislab import SOLUTIONS_DIR
+from vislab.grading import grade, load_lab, summarize
+
+
+def variant(tmp_path: Path, lab: str, edits: dict[str, list[tuple[str, str]]]) -> Path:
+    """A copy of solutions/<lab> with each (old, new) replacement made once in its file."""
+    folder = tmp_path / lab
+    shutil.copytree(SOLUTIONS_DIR / lab, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, replacements in edits.items():
+        path = folder / name
+        text = path.read_text()
+        for old, new in replacements:
+            assert text.count(old) == 1, f"{name}: expected {old!r} once in the solution"
+            text = text.replace(old, new)
+        path.write_text(text)
+    return folder
+
+
+def grade_task(lab: str, folder: Path, task: str) -> dict:
+    """The task's row of the grade table (status, earned, possible, message)."""
+    checks = load_lab(lab)
+    rows = summarize(checks, grade(checks, folder, task))
+    assert len(rows) == 1
+    return rows[0]
+
+
+@pytest.fixture
+def make_variant(tmp_path):
+    return lambda lab, edits: variant(tmp_path, lab, edits)

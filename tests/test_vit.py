@@ -1,0 +1,187 @@
+"""The ViT lab's checks: plausible mistakes lose points in the named task with a message that
+helps, and correct code written differently gets full marks."""
+import pytest
+
+from conftest import grade_task
+
+# -------------------------------------------------------------------- plausible mistakes
+
+QKV = """        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                        # each (B, H, N, d)
+"""
+
+MISTAKES = {
+    # name: (task, file, old, new, words the message must contain)
+    "patch tokens as (B, D, N)": (
+        "vit.patch_embed", "model.py", "return x.flatten(2).transpose(1, 2)  # (B, N, D)",
+        "return x.flatten(2)", "which is (B, D, N)"),
+    "patches in column-major order": (
+        "vit.patch_embed", "model.py", "return x.flatten(2).transpose(1, 2)  # (B, N, D)",
+        "return x.transpose(2, 3).flatten(2).transpose(1, 2)", "column-major"),
+    "ReLU instead of GELU": (
+        "vit.mlp", "model.py", "F.gelu(self.fc1(x))", "F.relu(self.fc1(x))", "ReLU instead of GELU"),
+    "tanh-approximate GELU": (
+        "vit.mlp", "model.py", "F.gelu(self.fc1(x))", "F.gelu(self.fc1(x), approximate='tanh')",
+        "tanh approximation"),
+    "no dropout on the MLP's output": (
+        "vit.mlp", "model.py", "return self.dropout(self.fc2(x))       # (B, N, D)",
+        "return self.fc2(x)", "all zeros"),
+    "dropout active in eval mode": (
+        "vit.mlp", "model.py", "x = self.dropout(F.gelu(self.fc1(x)))",
+        "x = F.dropout(F.gelu(self.fc1(x)), self.dropout.p)", "in eval mode too"),
+    "missing 1/sqrt(d) scale": (
+        "vit.attention", "model.py", " / math.sqrt(self.head_dim)", "", "1/sqrt(head_dim) scale"),
+    "1/sqrt(D) scale": (
+        "vit.attention", "model.py", " / math.sqrt(self.head_dim)", " / math.sqrt(D)",
+        "1/sqrt(D) scale instead"),
+    "softmax over the queries": (
+        "vit.attention", "model.py", "attn = attn.softmax(dim=-1)", "attn = attn.softmax(dim=-2)",
+        "softmax over the queries"),
+    "heads split without transposing": (
+        "vit.attention", "model.py", QKV,
+        "        q, k, v = (t.reshape(B, self.num_heads, N, self.head_dim)"
+        " for t in self.qkv(x).chunk(3, dim=-1))\n", "split by reshaping"),
+    "heads merged without transposing": (
+        "vit.attention", "model.py", "(attn @ v).transpose(1, 2).reshape(B, N, D)",
+        "(attn @ v).reshape(B, N, D)", "merged by reshaping"),
+    "calls scaled_dot_product_attention": (
+        "vit.attention", "model.py", "out = (attn @ v).transpose(1, 2).reshape(B, N, D)",
+        "out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D)",
+        "called scaled_dot_product_attention"),
+    "no residual around attention": (
+        "vit.block", "model.py", "x = x + self.dropout(self.attn(self.norm1(x)))",
+        "x = self.dropout(self.attn(self.norm1(x)))", "no residual around attention"),
+    "post-norm block": (
+        "vit.block", "model.py",
+        "x = x + self.dropout(self.attn(self.norm1(x)))  # (B, N, D)\n"
+        "        return x + self.mlp(self.norm2(x))",
+        "x = self.norm1(x + self.dropout(self.attn(x)))\n"
+        "        return self.norm2(x + self.mlp(x))", "post-norm"),
+    "CLS token appended last": (
+        "vit.model", "model.py", "torch.cat([cls, tokens], dim=1) + self.pos_embed   # (B, N+1, D)",
+        "torch.cat([tokens, cls], dim=1) + self.pos_embed", "CLS token appended after the patches"),
+    "no position embedding": (
+        "vit.model", "model.py", "torch.cat([cls, tokens], dim=1) + self.pos_embed   # (B, N+1, D)",
+        "torch.cat([cls, tokens], dim=1)", "no position embedding"),
+    "mean pooling instead of CLS": (
+        "vit.model", "model.py", "self.head(self.norm(x)[:, 0])", "self.head(self.norm(x).mean(1))",
+        "mean of all tokens"),
+    "position embedding not trained": (
+        "vit.model", "model.py", "torch.cat([cls, tokens], dim=1) + self.pos_embed   # (B, N+1, D)",
+        "torch.cat([cls, tokens], dim=1) + self.pos_embed.detach()", "pos_embed got no gradient"),
+    "KD without T^2": (
+        "vit.distill", "distill.py", "return kl * temperature**2", "return kl", "without the T^2"),
+    "KD in the reversed direction": (
+        "vit.distill", "distill.py", "kl = (log_p.exp() * (log_p - log_q))",
+        "kl = (log_q.exp() * (log_q - log_p))", "reversed direction"),
+    "KD averaged over classes": (
+        "vit.distill", "distill.py", "kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()",
+        "kl = (log_p.exp() * (log_p - log_q)).mean()", "reduction='mean'"),
+    "teacher not detached": (
+        "vit.distill", "distill.py", "teacher_logits.detach() / temperature",
+        "teacher_logits / temperature", "detach them"),
+    "head mode freezes nothing": (
+        "vit.finetune", "finetune.py", "p.requires_grad_(mode == \"full\" or id(p) in head)",
+        "p.requires_grad_(True)", "should return the head's parameters"),
+    "replace_head returns nothing": (
+        "vit.finetune", "finetune.py",
+        "model.head = nn.Linear(model.head.in_features, num_classes)\n    return model",
+        "model.head = nn.Linear(model.head.in_features, num_classes)", "must return the model"),
+}
+
+
+def by_task(cases: dict) -> list:
+    """Each case tagged with its task: `pytest -m task` selects, `-k vit.attention` filters."""
+    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
+            for name, case in cases.items()]
+
+
+@pytest.mark.parametrize("name", by_task(MISTAKES))
+def test_mistake_loses_points_with_a_helpful_message(name, make_variant):
+    task, file, old, new, words = MISTAKES[name]
+    row = grade_task("vit", make_variant("vit", {file: [(old, new)]}), task)
+    assert row["status"] == "failed", row
+    assert row["earned"] < row["possible"]
+    assert words in row["message"], row["message"]
+
+
+# ------------------------------------------------------------ correct, written differently
+
+ALTERNATIVES = {
+    "patch embedding with unfold": ("vit.patch_embed", "model.py", [(
+        """        x = self.proj(x)                     # (B, D, H/P, W/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)""",
+        """        patches = F.unfold(x, self.patch_size, stride=self.patch_size)  # (B, C*P*P, N)
+        weight = self.proj.weight.flatten(1)                            # (D, C*P*P)
+        return patches.transpose(1, 2) @ weight.T + self.proj.bias""")]),
+    "patch embedding with reshape and einsum": ("vit.patch_embed", "model.py", [(
+        """        x = self.proj(x)                     # (B, D, H/P, W/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)""",
+        """        B, C, H, W = x.shape
+        P = self.patch_size
+        x = x.reshape(B, C, H // P, P, W // P, P)
+        out = torch.einsum("bchpwq,dcpq->bhwd", x, self.proj.weight) + self.proj.bias
+        return out.reshape(B, -1, out.shape[-1])""")]),
+    "MLP with nn.GELU and a second dropout call": ("vit.mlp", "model.py", [(
+        """        x = self.dropout(F.gelu(self.fc1(x)))  # (B, N, hidden)
+        return self.dropout(self.fc2(x))       # (B, N, D)""",
+        """        hidden = nn.GELU()(self.fc1(x))
+        hidden = self.dropout(hidden)
+        out = self.fc2(hidden)
+        return self.dropout(out)""")]),
+    "attention with einsum and chunk": ("vit.attention", "model.py", [(
+        QKV + """        attn = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, N, N)
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(B, N, D)           # (B, N, D)""",
+        """        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (t.view(B, N, self.num_heads, self.head_dim) for t in (q, k, v))
+        scores = torch.einsum("bqhd,bkhd->bhqk", q * self.head_dim**-0.5, k)
+        weights = torch.softmax(scores, dim=-1)
+        out = torch.einsum("bhqk,bkhd->bqhd", weights, v).reshape(B, N, D)""")]),
+    "attention with sliced weights and a loop over heads": ("vit.attention", "model.py", [(
+        QKV + """        attn = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, N, N)
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(B, N, D)           # (B, N, D)""",
+        """        W, b = self.qkv.weight, self.qkv.bias
+        q, k, v = (F.linear(x, W[i * D:(i + 1) * D], b[i * D:(i + 1) * D]) for i in range(3))
+        heads = []
+        for h in range(self.num_heads):
+            s = slice(h * self.head_dim, (h + 1) * self.head_dim)
+            scores = q[..., s] @ k[..., s].transpose(1, 2) / self.head_dim**0.5
+            heads.append(F.softmax(scores, dim=2) @ v[..., s])
+        out = torch.cat(heads, dim=-1)""")]),
+    "block with named intermediates": ("vit.block", "model.py", [(
+        """        x = x + self.dropout(self.attn(self.norm1(x)))  # (B, N, D)
+        return x + self.mlp(self.norm2(x))               # (B, N, D)""",
+        """        attended = self.dropout(self.attn(self.norm1(x)))
+        x = attended + x
+        return self.mlp(self.norm2(x)).add(x)""")]),
+    "model with positions added to CLS and patches apart": ("vit.model", "model.py", [(
+        """        cls = self.cls_token.expand(tokens.shape[0], -1, -1)   # (B, 1, D)
+        x = torch.cat([cls, tokens], dim=1) + self.pos_embed   # (B, N+1, D)""",
+        """        cls = (self.cls_token + self.pos_embed[:, :1]).repeat(len(tokens), 1, 1)
+        x = torch.cat([cls, tokens + self.pos_embed[:, 1:]], dim=1)""")]),
+    "distillation with F.kl_div": ("vit.distill", "distill.py", [(
+        """    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+    return kl * temperature**2""",
+        """    p = F.softmax(teacher_logits.detach() / temperature, dim=-1)
+    return F.kl_div(log_q, p, reduction="batchmean") * temperature * temperature""")]),
+    "fine-tuning with a requires_grad loop": ("vit.finetune", "finetune.py", [(
+        """    head = {id(p) for p in model.head.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(mode == "full" or id(p) in head)
+    return [p for p in model.parameters() if p.requires_grad]""",
+        """    for p in model.parameters():
+        p.requires_grad = mode == "full"
+    for p in model.head.parameters():
+        p.requires_grad = True
+    return list(model.parameters()) if mode == "full" else list(model.head.parameters())""")]),
+}
+
+
+@pytest.mark.parametrize("name", by_task(ALTERNATIVES))
+def test_correct_alternative_gets_full_marks(name, make_variant):
+    task, file, edits = ALTERNATIVES[name]
+    row = grade_task("vit", make_variant("vit", {file: edits}), task)
+    assert row["status"] == "passed", row
+    assert row["earned"] == row["possible"]

@@ -1,0 +1,154 @@
+"""The student's side of grading: run a probe on the student's modules, return plain values.
+
+A probe is a function in autograder/<lab>_probes.py, `probe(lab, **inputs)`, where `lab` gives
+the student's modules (`lab.model`, `lab.distill`, ...). It builds the student's objects, loads
+weights the grader sent, runs them on inputs the grader drew, and returns only plain values:
+tensors, numbers, strings, None, lists and str-keyed dicts of those. Nothing here decides a
+score; the grader compares what comes back with references it computed itself. That is why
+the same probes can run in this process (`vislab grade`) or in an isolated one
+(`vislab autograde`).
+
+This module is public: it is imported by the student's process and holds nothing secret.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from vislab.impl import Lab
+
+
+class ProbeFailed(Exception):
+    """The student's code ran but broke the task's contract (wrong names, wrong type, ...)."""
+
+
+class ForbiddenCall(ProbeFailed):
+    """The student's code called a function the task asks them to write themselves."""
+
+
+class StudentError(Exception):
+    """What went wrong in the student's code: status 'not implemented', 'failed' or 'error'."""
+
+    def __init__(self, status: str, message: str, todo: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.todo = status, message, todo
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "message": self.message, "todo": self.todo}
+
+
+def run_probe(lab: Lab, probe: Callable, inputs: dict):
+    """`probe(lab, **inputs)` with the student's output silenced; plain values or StudentError."""
+    sink = io.StringIO()  # a student's prints must not garble the grade table
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return plain(probe(lab, **inputs))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit at import time is the student's error too
+        if type(exc).__name__ == "CheckTimeout":
+            raise
+        raise explain(exc, lab.path) from None
+
+
+def explain(exc: BaseException, folder: Path) -> StudentError:
+    """Turn an exception from the student's code into a status and one helpful line."""
+    where = _where(exc, folder)
+    if isinstance(exc, ProbeFailed):
+        return StudentError("failed", str(exc))
+    if isinstance(exc, NotImplementedError) and str(exc).startswith("TODO("):
+        todo = str(exc)[5:].split(")")[0]
+        return StudentError("not implemented", f"TODO({todo}) not implemented{where}", todo)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return StudentError("error", f"SyntaxError in {Path(exc.filename).name} line "
+                                     f"{exc.lineno}: {exc.msg}")
+    if isinstance(exc, SystemExit):
+        return StudentError("error", f"your code called sys.exit({exc.code}){where}")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return StudentError("error", f"{type(exc).__name__}{where}: {text}"[:400])
+
+
+def _where(exc: BaseException, folder: Path) -> str:
+    folder = Path(folder).resolve()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if folder in Path(f.filename).resolve().parents]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {Path(f.filename).name}:{f.lineno} in {f.name}"
+
+
+def plain(value):
+    """Copy a probe's result into plain values (no tensor subclasses, no custom objects)."""
+    if isinstance(value, torch.Tensor):
+        with torch._C.DisableTorchFunctionSubclass():
+            return value.detach().cpu().clone().as_subclass(torch.Tensor)
+    if type(value) in (int, float, bool, str, type(None)):
+        return value
+    if type(value) in (list, tuple):
+        return [plain(v) for v in value]
+    if type(value) is dict and all(type(k) is str for k in value):
+        return {k: plain(v) for k, v in value.items()}
+    raise ProbeFailed(f"expected a tensor (or numbers), got a {type(value).__name__}")
+
+
+# --------------------------------------------------------------------- helpers for probes
+
+def returned(value, what: str) -> torch.Tensor:
+    """`value` must be a real torch.Tensor (not a subclass, not a look-alike object)."""
+    if type(value) is not torch.Tensor:
+        raise ProbeFailed(f"{what} must return a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> nn.Module:
+    """Load the grader's weights; a mismatch names the parameters the skeleton fixes."""
+    if not isinstance(module, nn.Module):
+        raise ProbeFailed(f"{what} is not an nn.Module (got {type(module).__name__})")
+    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in state.items()}
+    if have != want:
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        shapes = sorted(k for k in set(have) & set(want) if have[k] != want[k])
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:4]}")
+        if extra:
+            parts.append(f"unexpected {extra[:4]}")
+        for k in shapes[:3]:
+            parts.append(f"{k} has shape {have[k]}, expected {want[k]}")
+        raise ProbeFailed(f"{what}'s parameters differ from the skeleton's: {'; '.join(parts)} "
+                          f"(keep the names and shapes that __init__ creates)")
+    module.load_state_dict(state)
+    return module
+
+
+def gradients(module: nn.Module) -> dict[str, torch.Tensor | None]:
+    """Every parameter's .grad by name (None where no gradient reached it)."""
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+class Forbid(TorchFunctionMode):
+    """Inside the block, calling any torch function named in `names` raises ForbiddenCall.
+
+    A torch function mode sees every call, however the student imported or aliased it.
+    """
+
+    def __init__(self, task: str, names: set[str]):
+        super().__init__()
+        self.task, self.names = task, names
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.names:
+            raise ForbiddenCall(f"{self.task} must be written from tensor operations, but your "
+                                f"code called {name}, which the task asks you to write yourself")
+        return func(*args, **(kwargs or {}))

@@ -1,0 +1,227 @@
+"""The training loop every lab's train.py uses.
+
+    dist = setup(args.device, args.seed)          # seeds; joins torchrun's process group if any
+    history = fit(model, train_set, step, run, dist, evaluate=evaluate, meta={...})
+
+`step(model, batch)` returns a dict of batch-mean scalars with a "loss" to minimise (and, for
+example, "acc"); `evaluate(model)` returns test metrics. `fit` does the rest: AdamW with warm-up
+and cosine decay, bf16 autocast on CUDA, a tqdm bar, `metrics.jsonl` (one line per epoch),
+`checkpoint.pt` after every epoch and resuming from it. Under `torchrun --nproc_per_node N`
+the model is wrapped in DistributedDataParallel, each process sees 1/N of every epoch, the
+metrics are averaged over all processes, and only rank 0 writes files or prints.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+
+@dataclass
+class RunConfig:
+    """What every lab's training shares (the options `vislab train` adds for every lab)."""
+    out: Path
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05      # fraction of all steps spent warming the learning rate up
+    resume: bool = False
+
+
+@dataclass
+class Dist:
+    """Where this process trains: its device, and its place among torchrun's processes."""
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(device: str | None = None, seed: int = 0) -> Dist:
+    """Pick the device (cuda when present unless told), join torchrun's group, seed."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
+                           "use --device cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world_size > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(local_rank)
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    seed_everything(seed)  # the same seed on every rank: identical initial weights
+    return Dist(torch.device(device), rank, world_size)
+
+
+def teardown(dist: Dist) -> None:
+    if dist.distributed and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return type(batch)(to_device(b, device) for b in batch)
+
+
+def autocast(dist: Dist):
+    """bf16 autocast on CUDA (no loss scaling needed), nothing on the CPU."""
+    if dist.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear from ~0 to 1 over the warm-up, then cosine down to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def write_metrics(history: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    tmp.replace(path)
+
+
+class MeanMeter:
+    """Batch-size-weighted means of scalar metrics, summed over all processes on request."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, torch.Tensor], n: int) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+        self.count += n
+
+    def means(self, dist: Dist) -> dict[str, float]:
+        keys = sorted(self.sums)
+        totals = torch.tensor([self.sums[k] for k in keys] + [self.count], dtype=torch.float64)
+        if dist.distributed:
+            torch_dist.all_reduce(totals)
+        return {k: totals[i].item() / max(1, totals[-1].item()) for i, k in enumerate(keys)}
+
+
+def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, dist: Dist,
+        evaluate: Callable | None = None, params: list[nn.Parameter] | None = None,
+        meta: dict | None = None, seed: int = 0) -> list[dict]:
+    """Train `model` for `run.epochs`; returns the history (one dict of metrics per epoch).
+
+    `params`: what the optimiser updates (default: every parameter). `meta`: stored in the
+    checkpoint to rebuild the model later (e.g. its config). `evaluate(model)` runs on rank 0.
+    """
+    out = Path(run.out)
+    model.to(dist.device)
+    if dist.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=run.lr, weight_decay=run.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
+               if dist.distributed else RandomSampler(train_set, generator=generator))
+    loader = DataLoader(train_set, run.batch_size, sampler=sampler,
+                        pin_memory=dist.device.type == "cuda")
+    total = run.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(max(1, int(run.warmup * total)), total))
+
+    history, start_epoch = [], 1
+    checkpoint = out / "checkpoint.pt"
+    if run.resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=dist.device, weights_only=True)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        if dist.is_main:
+            print(f"resuming {checkpoint} after epoch {state['epoch']}")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    for epoch in range(start_epoch, run.epochs + 1):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        model.train()
+        meter, start = MeanMeter(), time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch}/{run.epochs}", disable=not dist.is_main,
+                   leave=False, dynamic_ncols=True)
+        for batch in bar:
+            batch = to_device(batch, dist.device)
+            with autocast(dist):
+                metrics = step(model, batch)
+            loss = metrics["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}; "
+                                         f"try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+            meter.add({k: v.detach() for k, v in metrics.items()}, n)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in meter.means(dist).items()},
+               "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 2)}
+        if dist.is_main:
+            if evaluate is not None:
+                unwrap(model).eval()
+                with torch.no_grad(), autocast(dist):
+                    row.update(evaluate(unwrap(model)))
+            history.append(row)
+            write_metrics(history, out / "metrics.jsonl")
+            save_atomic({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch,
+                         "history": history, "meta": meta or {}}, checkpoint)
+            tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in row.items()))
+        if dist.distributed:
+            torch_dist.barrier()
+    return history
