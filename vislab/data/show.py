@@ -30,13 +30,16 @@ def overlay(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where((labels == 0)[:, None], 0.4 * images, tinted)
 
 
-def pairs(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Rows of up to 8 images, each followed by the row of their overlays: (2N, 3, H, W)."""
+def pairs(images: torch.Tensor, masks: torch.Tensor, columns: int = COLUMNS) -> torch.Tensor:
+    """Rows of `columns` images, each followed by the row of their overlays; a short last row is
+    filled with white tiles. Returns (2 * rows * columns, 3, H, W)."""
     shown = overlay(images, masks)
-    rows = []
-    for start in range(0, len(images), COLUMNS):
-        rows += [images[start:start + COLUMNS], shown[start:start + COLUMNS]]
-    return torch.cat(rows)
+    blank = torch.ones_like(images[:1])
+    tiles = []
+    for start in range(0, len(images), columns):
+        for row in (images[start:start + columns], shown[start:start + columns]):
+            tiles += [row, blank.expand(columns - len(row), -1, -1, -1)]
+    return torch.cat(tiles)
 
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -74,16 +77,18 @@ def _dsprites(n: int, seed: int) -> torch.Tensor:
 
 
 def _masked(dataset, n: int, seed: int) -> torch.Tensor:
+    """Pairs of rows (images, overlays) of n items, min(n, 8) to a row."""
     items = [dataset[int(i)] for i in _pick(len(dataset), n, seed)]
     images = torch.stack([image for image, _ in items])
     masks = torch.stack([mask for _, mask in items])
     if masks.shape[1] == 1:  # a binary mask: make it background / foreground channels
         masks = torch.cat([1 - masks, masks], dim=1)
-    return pairs(images, masks)
+    return pairs(images, masks, columns=min(n, COLUMNS))
 
 
 def samples(name: str, n: int = 16, seed: int = 0, split: str | None = None) -> torch.Tensor:
-    """The tiles (M, 3, H, W) in [0, 1] that `vislab data show NAME` lays out in rows of 8."""
+    """The tiles (M, 3, H, W) in [0, 1] that `vislab data show NAME` lays out in rows of
+    columns(name, n) tiles."""
     from vislab.data import multi_object, pets
 
     if name in ("mnist5k", "mnist", "cifar10"):
@@ -105,11 +110,16 @@ def samples(name: str, n: int = 16, seed: int = 0, split: str | None = None) -> 
     raise ValueError(f"no preview for data set {name!r}")
 
 
+def columns(name: str, n: int) -> int:
+    """Tiles per row: 8 frames per video, else up to 8 samples."""
+    return COLUMNS if name == "moving-mnist" else min(n, COLUMNS)
+
+
 def show(name: str, out: Path | None = None, n: int = 16, seed: int = 0, split: str | None = None) -> Path:
     """Write a PNG grid of `n` samples of data set `name` to `out` (default
     cache_dir()/show/<name>.png) and return its path."""
     out = Path(out) if out else cache_dir() / "show" / f"{name}.png"
-    grid = make_grid(samples(name, n, seed, split), nrow=COLUMNS, padding=2, pad_value=1.0)  # (3, H, W)
+    grid = make_grid(samples(name, n, seed, split), nrow=columns(name, n), padding=2, pad_value=1.0)  # (3, H, W)
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()   # (H, W, 3)
     with atomic_write(out) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG", optimize=True)
