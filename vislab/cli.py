@@ -11,10 +11,7 @@ import sys
 from pathlib import Path
 
 from vislab import LABS_DIR, SOLUTIONS_DIR
-
-
-class UsageError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit code 2."""
+from vislab.errors import UsageError
 
 
 def cmd_release(args) -> int:

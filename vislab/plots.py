@@ -44,7 +44,7 @@ def plot_confusion(labels: torch.Tensor, preds: torch.Tensor, class_names: list[
                    path: Path, title: str = "") -> Path:
     counts = confusion_matrix(labels, preds, len(class_names))
     fig, ax = plt.subplots(figsize=(1 + 0.5 * len(class_names),) * 2)
-    ax.imshow(counts, cmap="Blues")
+    ax.imshow(counts.numpy(), cmap="Blues")
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             value = counts[i, j].item()
@@ -67,12 +67,12 @@ def overlay_grid(images: torch.Tensor, maps: torch.Tensor | None, titles: list[s
     fig, axes = plt.subplots(cols, len(images), figsize=(1.6 * len(images), 1.7 * cols),
                              squeeze=False)
     for i, image in enumerate(images):
-        picture = image.permute(1, 2, 0).squeeze(-1).clamp(0, 1)
+        picture = image.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
         axes[0, i].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
         axes[0, i].set_title(titles[i], fontsize=8)
         if maps is not None:
             axes[1, i].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
-            axes[1, i].imshow(maps[i], cmap="jet", alpha=0.5)
+            axes[1, i].imshow(maps[i].numpy(), cmap="jet", alpha=0.5)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)

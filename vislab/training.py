@@ -26,8 +26,10 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
+
+from vislab.errors import UsageError
 
 
 @dataclass
@@ -69,7 +71,7 @@ def setup(device: str | None = None, seed: int = 0) -> Dist:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
+        raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
                            "use --device cpu")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -164,9 +166,9 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=run.lr, weight_decay=run.weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    sampler = (DistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
-               if dist.distributed else RandomSampler(train_set, generator=generator))
+    # The shuffle comes from (seed, epoch) alone, on one process as on many: a resumed run
+    # sees the same batches as one that was never interrupted.
+    sampler = DistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
     loader = DataLoader(train_set, run.batch_size, sampler=sampler,
                         pin_memory=dist.device.type == "cuda")
     total = run.epochs * len(loader)
@@ -181,14 +183,14 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
+        torch.set_rng_state(state["rng"])  # dropout and augmentation continue as they would have
         if dist.is_main:
             print(f"resuming {checkpoint} after epoch {state['epoch']}")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
     for epoch in range(start_epoch, run.epochs + 1):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
         meter, start = MeanMeter(), time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch}/{run.epochs}", disable=not dist.is_main,
@@ -219,7 +221,8 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
             write_metrics(history, out / "metrics.jsonl")
             save_atomic({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch,
-                         "history": history, "meta": meta or {}}, checkpoint)
+                         "history": history, "meta": meta or {}, "rng": torch.get_rng_state()},
+                        checkpoint)
             tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in row.items()))
         if dist.distributed:

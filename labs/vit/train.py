@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from vislab import plots
 from vislab.data import ImageDataset, mnist, mnist5k
 from vislab.data.mnist import MEAN, STD
+from vislab.errors import UsageError
 from vislab.training import RunConfig, fit, setup, teardown
 
 from .cnn import SmallCNN
@@ -64,11 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_classes(text: str) -> list[int]:
     digits = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        digits.update(range(int(lo), int(hi or lo) + 1))
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            digits.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        digits = set()
     if not digits or not digits <= set(range(10)):
-        raise ValueError(f"--classes must name digits 0-9, got {text!r}")
+        raise UsageError(f"--classes must name digits 0-9, got {text!r}")
     return sorted(digits)
 
 
@@ -115,14 +119,14 @@ def vit_config_from_torchvision(state: dict) -> ViTConfig:
 def load_model(path: Path) -> tuple[torch.nn.Module, str, dict]:
     """A model from our checkpoint.pt or from a torchvision VisionTransformer state dict."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (train one first; its run folder "
+        raise UsageError(f"no checkpoint at {path} (train one first; its run folder "
                                 f"holds checkpoint.pt)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "conv_proj.weight" in state:
         config = vit_config_from_torchvision(state)
         return load_torchvision_weights(ViT(config), state), "vit", asdict(config)
     if "meta" not in state or "kind" not in state["meta"]:
-        raise ValueError(f"{path} is neither a vislab checkpoint nor a torchvision ViT state dict")
+        raise UsageError(f"{path} is neither a vislab checkpoint nor a torchvision ViT state dict")
     kind, config = state["meta"]["kind"], state["meta"]["config"]
     model = build(kind, config)
     model.load_state_dict(state["model"])

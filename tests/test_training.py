@@ -1,0 +1,179 @@
+"""The shared training loop (vislab.training) and `vislab train vit`."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from vislab.cli import main
+from vislab.training import RunConfig, fit, setup, warmup_cosine
+
+
+def toy_data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def step(model, batch):
+    x, y = batch
+    logits = model(x)
+    return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(-1) == y).float().mean()}
+
+
+def test_fit_learns_writes_metrics_and_checkpoint(tmp_path):
+    dist = setup("cpu", seed=0)
+    model = nn.Linear(4, 2)
+    run = RunConfig(tmp_path, epochs=3, batch_size=16, lr=0.1)
+    history = fit(model, toy_data(), step, run, dist, evaluate=lambda m: {"test_acc": 1.0},
+                  meta={"kind": "toy"})
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == history and [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"train_loss", "train_acc", "test_acc", "lr", "seconds"} <= set(history[0])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["meta"] == {"kind": "toy"}
+    assert torch.equal(state["model"]["weight"], model.weight.detach())
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path):
+    """Stopped during epoch 3 and resumed, a run ends with the same weights and history as a
+    run that was never interrupted."""
+    dist = setup("cpu", seed=0)
+    straight = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+    config = dict(epochs=4, batch_size=16, lr=0.1)
+    fit(straight, toy_data(), step, RunConfig(tmp_path / "a", **config), dist)
+
+    setup("cpu", seed=0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+    calls = 0
+
+    def interrupted(model, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 10:  # 4 batches per epoch: in epoch 3
+            raise KeyboardInterrupt
+        return step(model, batch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, toy_data(), interrupted, RunConfig(tmp_path / "b", **config), dist)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+    resumed = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+    history = fit(resumed, toy_data(), step, RunConfig(tmp_path / "b", **config, resume=True), dist)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    drop_time = lambda path: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa
+                              for line in path.read_text().splitlines()]
+    assert drop_time(tmp_path / "a" / "metrics.jsonl") == drop_time(tmp_path / "b" / "metrics.jsonl")
+
+
+def test_warmup_cosine_schedule():
+    f = warmup_cosine(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12)
+
+
+DDP_SCRIPT = """
+import sys, torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
+from torch.utils.data import TensorDataset
+from vislab.training import RunConfig, fit, setup, teardown
+
+d = setup("cpu", seed=0)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(96, 4, generator=g)
+data = TensorDataset(x, (x[:, 0] > 0).long())
+
+def step(model, batch):
+    x, y = batch
+    return {"loss": F.cross_entropy(model(x), y), "count": torch.tensor(float(len(x)))}
+
+model = nn.Linear(4, 2)
+fit(model, data, step, RunConfig(sys.argv[1], epochs=2, batch_size=16, lr=0.1), d)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(d.world_size)]
+dist.all_gather(gathered, flat)
+assert d.world_size == 2 and all(torch.equal(gathered[0], t) for t in gathered), "ranks differ"
+print(f"rank {d.rank} of {d.world_size}: weights agree")
+teardown(d)
+"""
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """torchrun --nproc_per_node 2 with gloo: same weights on both ranks, one metrics file."""
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(out)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("weights agree") == 2
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in lines] == [1, 2]
+    # each rank saw half of each epoch; the logged mean batch size is over both ranks' batches
+    assert lines[0]["train_count"] == pytest.approx(16.0)
+
+
+# ---------------------------------------------------------------------- vislab train vit
+
+def train(tmp_path, name, *extra):
+    out = tmp_path / name
+    assert main(["train", "vit", "--epochs", "1", "--per-class", "30", "--out", str(out),
+                 *extra]) == 0
+    return out
+
+
+def test_train_vit_writes_run_folder(tmp_path, capsys):
+    out = train(tmp_path, "vit", "--mixup", "0.8", "--randaugment", "--dropout", "0.1")
+    for name in ("metrics.jsonl", "checkpoint.pt", "curves.png", "confusion.png", "attention.png"):
+        assert (out / name).is_file(), name
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and str(out / "curves.png") in text
+
+
+def test_train_cnn_then_distil_a_vit_from_it(tmp_path):
+    teacher = train(tmp_path, "cnn", "--model", "cnn")
+    student = train(tmp_path, "student", "--teacher", str(teacher / "checkpoint.pt"))
+    assert json.loads((student / "metrics.jsonl").read_text())["train_loss"] >= 0
+
+
+def test_finetune_head_only_changes_only_the_head(tmp_path):
+    pre = train(tmp_path, "pre", "--classes", "0-4")
+    tuned = train(tmp_path, "tuned", "--finetune", str(pre / "checkpoint.pt"), "--classes", "5-9",
+                  "--finetune-mode", "head")
+    before = torch.load(pre / "checkpoint.pt", weights_only=True)["model"]
+    after = torch.load(tuned / "checkpoint.pt", weights_only=True)["model"]
+    assert after["head.weight"].shape == (5, 64)
+    for name, value in before.items():
+        if not name.startswith("head."):
+            assert torch.equal(value, after[name]), f"{name} changed in head-only fine-tuning"
+
+
+def test_finetune_from_a_torchvision_state_dict(tmp_path):
+    """A torchvision VisionTransformer weights file (as downloaded) fine-tunes on MNIST."""
+    from torchvision.models import VisionTransformer
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=128,
+                           mlp_dim=64, num_classes=1000)
+    path = tmp_path / "tv_vit.pth"
+    torch.save(tv.state_dict(), path)
+    tuned = train(tmp_path, "tv", "--finetune", str(path), "--finetune-mode", "head")
+    meta = torch.load(tuned / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["config"]["image_size"] == 32 and meta["config"]["in_channels"] == 3
+    assert meta["config"]["num_classes"] == 10
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--teacher", "/no/such.pt"], "no checkpoint at /no/such.pt"),
+    (["--classes", "3-12"], "--classes must name digits 0-9"),
+    (["--full"], "full MNIST not found"),
+])
+def test_train_mistakes_are_one_line(tmp_path, argv, words, capsys):
+    assert main(["train", "vit", "--epochs", "1", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
