@@ -46,7 +46,7 @@ def test_show_defaults_to_the_cache_and_overlays_pet_masks(tmp_path):
     path = show.show("pets", n=3)
     assert path == tmp_path / "cache" / "show" / "pets.png"
     pixels = np.array(Image.open(path))
-    assert pixels.shape[0] == 2 * 130 + 2  # a row of images, a row of overlays (128 px tiles, 2 px padding)
+    assert pixels.shape == (2 * 98 + 2, 3 * 98 + 2, 3)  # images, then overlays (96 px tiles, 2 px padding)
 
 
 def test_show_is_deterministic_from_the_seed(tmp_path):

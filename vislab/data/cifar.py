@@ -46,8 +46,9 @@ def cifar10(split: str, root: Path | None = None) -> tuple[torch.Tensor, torch.T
     try:
         ds = CIFAR10(str(root), train=split == "train", download=False)
     except RuntimeError:
-        corrupt = [name for name, md5 in files if not check_integrity(str(cifar_folder(root) / name), md5)]
-        raise MissingData(f"CIFAR-10: {', '.join(str(cifar_folder(root) / n) for n in corrupt) or 'a batch file'} "
-                          f"failed its md5 check (corrupt or incomplete); {_how_to_get(root)}") from None
+        corrupt = [str(cifar_folder(root) / name) for name, md5 in files
+                   if not check_integrity(str(cifar_folder(root) / name), md5)]
+        raise MissingData(f"CIFAR-10: {', '.join(corrupt) or 'a batch file'} failed its md5 check "
+                          f"(corrupt or incomplete); {_how_to_get(root)}") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
     return images, torch.tensor(ds.targets, dtype=torch.int64)

@@ -63,6 +63,7 @@ def _download(name: str) -> None:
 
 def cmd_prepare(args) -> int:
     from vislab.data import dsprites, moving_mnist, multi_object, pets
+    from vislab.data.common import data_root
     from vislab.data.mnist import mnist5k
 
     e = manifest.entry(args.name)
@@ -70,7 +71,7 @@ def cmd_prepare(args) -> int:
         print(f"{e.name}: --download is not supported; get the files by hand:\n{describe(e)}")
         return 1
     if args.download:
-        print(f"downloading {e.name} into {e.location().parent} ...", flush=True)
+        print(f"downloading {e.name} into {data_root()} ...", flush=True)
         _download(e.name)
     if e.name == "mnist5k":
         mnist5k("train")

@@ -37,7 +37,7 @@ from vislab.data.common import MissingData, atomic_write, cache_dir, data_root
 FACTORS = ("color", "shape", "scale", "orientation", "posX", "posY")
 SHAPES = ("square", "ellipse", "heart")
 LATENTS_SIZES = np.array([1, 3, 6, 40, 32, 32])
-LATENTS_BASES = np.concatenate([LATENTS_SIZES[::-1].cumprod()[::-1][1:], [1]])  # [737280, 245760, 40960, 1024, 32, 1]
+LATENTS_BASES = np.concatenate([LATENTS_SIZES[::-1].cumprod()[::-1][1:], [1]])  # [737280, ..., 32, 1]
 N_IMAGES = int(LATENTS_SIZES.prod())  # 737,280
 IMAGE_SIZE = 64
 FACTOR_VALUES = (
@@ -181,8 +181,8 @@ def render(indices: np.ndarray) -> np.ndarray:
     """Images (N, 64, 64) uint8 in {0, 1} of grid indices (N,), drawn one by one (no cache needed)."""
     classes = classes_of(np.atleast_1d(indices))
     images = np.zeros((len(classes), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    for image, (_, shape, scale, orientation, pos_x, pos_y) in zip(images, classes):
-        image[pos_y:pos_y + PATCH, pos_x:pos_x + PATCH] = sprite_patch(int(shape), int(scale), int(orientation))
+    for image, (_, shape, scale, orientation, pos_x, pos_y) in zip(images, classes.tolist()):
+        image[pos_y:pos_y + PATCH, pos_x:pos_x + PATCH] = sprite_patch(shape, scale, orientation)
     return images
 
 
@@ -321,7 +321,8 @@ class DSprites(Dataset):
         if packed.ndim != 3 or packed.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE // 8):
             raise ValueError(f"packed must be (N, 64, 8), got {packed.shape}")
         if not len(packed) == len(latents_classes) == len(latents_values):
-            raise ValueError(f"{len(packed)} images, {len(latents_classes)} classes, {len(latents_values)} values")
+            raise ValueError(f"{len(packed)} images but {len(latents_classes)} classes "
+                             f"and {len(latents_values)} values")
         self.packed, self.latents_classes, self.latents_values = packed, latents_classes, latents_values
 
     def __len__(self) -> int:

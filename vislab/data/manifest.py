@@ -111,7 +111,8 @@ ENTRIES = (
           "3,669 test)",
           f"{pets.RESOURCES[0][0]} and {pets.RESOURCES[1][0]}",
           "2 tar.gz archives, under 1 GB together",
-          f"md5 images.tar.gz {pets.RESOURCES[0][1]}, annotations.tar.gz {pets.RESOURCES[1][1]} (torchvision)",
+          f"md5 images.tar.gz {pets.RESOURCES[0][1]}, annotations.tar.gz {pets.RESOURCES[1][1]} "
+          f"(torchvision)",
           "<data_root>/oxford-iiit-pet/{images/*.jpg, annotations/trimaps/*.png, annotations/trainval.txt, "
           "annotations/test.txt}",
           pets.pets_folder, lambda: (pets.pets_folder() / "annotations" / "trainval.txt").exists()),
@@ -123,7 +124,7 @@ ENTRIES = (
           "(the untarred parts, as they unpack)",
           multi_object.clevrtex_folder, lambda: multi_object.clevrtex_folder().exists()),
     Entry("clevr-masks", "download",
-          "CLEVR-with-masks (DeepMind multi_object_datasets): 100,000 rendered 320x240 scenes, up to 10 "
+          "CLEVR-with-masks (DeepMind multi_object_datasets): rendered 320x240 CLEVR scenes, up to 10 "
           "objects, with masks",
           multi_object.CLEVR_MASKS_URL + " (clevr_with_masks_train.tfrecords, GZIP TFRecord)",
           "see the bucket listing", "not published",

@@ -21,7 +21,8 @@ SPLITS = ("train", "test")
 
 
 def bounce(start: float, velocity: float, frames: int, high: float) -> np.ndarray:
-    """Positions (frames,) of a point moving at `velocity` per frame from `start`, reflected at 0 and `high`."""
+    """Positions (frames,) of a point moving at `velocity` per frame from `start`, reflected at 0
+    and at `high`."""
     period = 2 * high
     raw = np.mod(start + velocity * np.arange(frames), period)  # unfold the reflections ...
     return np.where(raw <= high, raw, period - raw)             # ... and fold them back

@@ -157,7 +157,8 @@ class MultiObjectScenes(Dataset):
         self.min_objects = low if min_objects is None else min_objects
         self.max_objects = high if max_objects is None else max_objects
         if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+            raise ValueError(f"need 1 <= min_objects <= max_objects, "
+                             f"got {self.min_objects} and {self.max_objects}")
         self.style, self.split, self.n, self.size, self.seed = style, split, n, size, seed
 
     def __len__(self) -> int:
@@ -252,7 +253,7 @@ def clevrtex(split: str = "train", size: int = 128, folder: Path | None = None) 
 
 
 def clevr_with_masks(split: str = "train", size: int = 128, folder: Path | None = None) -> MaskedSceneFolder:
-    """CLEVR-with-masks (DeepMind, 100,000 scenes, up to 10 objects), converted from its TFRecord file
+    """CLEVR-with-masks (DeepMind, 320x240, up to 10 objects + background), converted from its TFRecord file
     to CLEVRTex's layout: CLEVR_masks_NNNNNN.png and CLEVR_masks_NNNNNN_flat.png (docs/data.md has the
     conversion script; it needs TensorFlow, which the kit does not)."""
     folder = Path(folder) if folder else clevr_masks_folder()

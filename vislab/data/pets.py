@@ -29,9 +29,9 @@ from vislab.data.common import MissingData, atomic_write, cache_dir, data_root
 
 SPLITS = ("trainval", "test")
 PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
-RESOURCES = (  # as torchvision's OxfordIIITPet downloads them
-    ("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
-    ("https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
+RESOURCES = (  # (url, md5) as torchvision's OxfordIIITPet downloads them
+    (PETS_URL + "data/images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+    (PETS_URL + "data/annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
 )
 # (image-name prefix, CLASS-ID 1..37, SPECIES 1 cat / 2 dog, BREED-ID within species), as in list.txt
 FIXTURE_BREEDS = (("Abyssinian", 1, 1, 1), ("american_bulldog", 2, 2, 1),
@@ -84,7 +84,8 @@ class PetsSegmentation(Dataset):
         try:
             image, trimap = self.pets[i]
         except OSError as exc:  # a listed file that is missing or not an image
-            raise MissingData(f"Oxford-IIIT Pets: cannot read {exc.filename or exc}; {how_to_get(self.root)}") from None
+            raise MissingData(f"Oxford-IIIT Pets: cannot read {exc.filename or exc}; "
+                              f"{how_to_get(self.root)}") from None
         image = np.array(image.resize((self.size, self.size), Image.BILINEAR))          # (H, W, 3) uint8
         trimap = np.array(trimap.resize((self.size, self.size), Image.NEAREST))         # (H, W) in 1..3
         mask = (trimap != BACKGROUND).astype(np.float32)[None]                          # (1, H, W)
@@ -123,7 +124,7 @@ def synthetic_pet(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     # background: a gradient between two colours, plus noise
     a, b = rng.uniform(0, 255, size=(2, 3))
     t = (rows / height)[..., None]
-    image = (1 - t) * a + t * b + rng.normal(0, 12, size=(height, width, 3))
+    image = (1 - t) * a + t * b + rng.normal(0, 6, size=(height, width, 3))
     # pet: an elliptical body and a round head, in a striped fur colour
     cy, cx = rng.uniform(0.45, 0.6) * height, rng.uniform(0.35, 0.65) * width
     ry, rx = rng.uniform(0.15, 0.25) * height, rng.uniform(0.2, 0.3) * width
@@ -132,7 +133,7 @@ def synthetic_pet(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     head = (rows - hy) ** 2 + (cols - hx) ** 2 <= hr ** 2
     pet = body | head
     fur = rng.uniform(0, 255, size=3) * (0.8 + 0.2 * np.sin(cols / rng.uniform(2, 5)))[..., None]
-    image[pet] = fur[pet] + rng.normal(0, 8, size=(pet.sum(), 3))
+    image[pet] = fur[pet] + rng.normal(0, 4, size=(pet.sum(), 3))
     trimap = np.full((height, width), BACKGROUND, dtype=np.uint8)
     trimap[pet] = PET
     trimap[_grow(pet, 1) & _grow(~pet, 1)] = BORDER  # a 2-pixel band across the outline
@@ -153,7 +154,8 @@ def make_pets_fixture(root: Path, n_trainval: int = 200, n_test: int = 50, seed:
             image, trimap = synthetic_pet(np.random.default_rng([seed, i]))
             Image.fromarray(image).save(tmp / "images" / f"{name}.jpg", quality=90)
             Image.fromarray(trimap).save(tmp / "annotations" / "trimaps" / f"{name}.png")  # mode L
-            lines["trainval" if i < n_trainval else "test"].append(f"{name} {class_id} {species} {breed_id}\n")
+            split = "trainval" if i < n_trainval else "test"
+            lines[split].append(f"{name} {class_id} {species} {breed_id}\n")
         for split, rows in lines.items():
             (tmp / "annotations" / f"{split}.txt").write_text("".join(rows))
     return target

@@ -104,9 +104,9 @@ def samples(name: str, n: int = 16, seed: int = 0, split: str | None = None) -> 
     if name == "clevr-masks":
         return _masked(multi_object.clevr_with_masks(split or "train"), n, seed)
     if name == "pets":
-        return _masked(pets.oxford_pets(split or "trainval"), n, seed)
+        return _masked(pets.oxford_pets(split or "trainval", size=96), n, seed)
     if name == "pets-synthetic":
-        return _masked(pets.pets_synthetic(split or "trainval"), n, seed)
+        return _masked(pets.pets_synthetic(split or "trainval", size=96), n, seed)
     raise ValueError(f"no preview for data set {name!r}")
 
 
@@ -119,7 +119,8 @@ def show(name: str, out: Path | None = None, n: int = 16, seed: int = 0, split: 
     """Write a PNG grid of `n` samples of data set `name` to `out` (default
     cache_dir()/show/<name>.png) and return its path."""
     out = Path(out) if out else cache_dir() / "show" / f"{name}.png"
-    grid = make_grid(samples(name, n, seed, split), nrow=columns(name, n), padding=2, pad_value=1.0)  # (3, H, W)
+    tiles = samples(name, n, seed, split)                                                # (M, 3, h, w)
+    grid = make_grid(tiles, nrow=columns(name, n), padding=2, pad_value=1.0)             # (3, H, W)
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()   # (H, W, 3)
     with atomic_write(out) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG", optimize=True)
