@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from vislab.data import cli, dsprites, manifest
+from vislab.data import MissingData, cli, dsprites, manifest
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +99,13 @@ def test_missing_data_is_one_line_and_exit_code_two(tmp_path, capsys):
     assert main(["data", "show", "cifar10"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "full" / "cifar-10-batches-py" / "data_batch_1") in err
+
+
+def test_prepare_reads_a_present_download_set_so_corrupt_files_fail_now(tmp_path):
+    from vislab.data.pets import make_pets_fixture
+    make_pets_fixture(tmp_path / "full", n_trainval=2, n_test=1)
+    assert run("prepare", "pets") == 0
+    for image in (tmp_path / "full" / "oxford-iiit-pet" / "images").iterdir():
+        image.write_bytes(b"not a jpeg")
+    with pytest.raises(MissingData, match="cannot read"):
+        run("prepare", "pets")

@@ -201,3 +201,19 @@ def test_a_damaged_official_file_names_the_file_and_where_to_get_it():
     with pytest.raises(MissingData) as err:
         d.dsprites_grid()
     assert str(npz) in str(err.value) and d.OFFICIAL_URL in str(err.value)
+
+
+def test_the_official_file_is_preferred_packed_once_and_read_with_its_own_latents(monkeypatch, capsys):
+    monkeypatch.setattr(d, "N_IMAGES", 8)  # a stand-in official file of 8 images, same layout
+    images = d.render(np.arange(0, 737280, 92160))
+    npz = d.official_file()
+    npz.parent.mkdir(parents=True)
+    _official_like(npz, images)
+    ds = d.dsprites_grid()
+    assert "packing the official file" in capsys.readouterr().out
+    assert d.official_cache_file().exists() and not d.cache_file().exists()
+    assert len(ds) == 8 and ds.latents_classes.dtype == np.int64
+    np.testing.assert_array_equal(ds.images(np.arange(8))[:, 0].numpy(), images)
+    np.testing.assert_array_equal(ds.latents_classes, d.classes_of(np.arange(8)))
+    d.dsprites_grid()
+    assert "packing" not in capsys.readouterr().out  # the packed cache is reused

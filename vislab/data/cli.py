@@ -3,7 +3,8 @@
     vislab data list                      every set: kind, status, size, where it lives
     vislab data prepare NAME [--download] generate a generated set into the cache; for a download set,
                                           say exactly where its files go (or fetch them, only with
-                                          --download); exit 0 when the set is ready, 1 when not yet
+                                          --download); then read one item, so that corrupt files fail
+                                          now; exit 0 when the set is ready, 1 when not yet
     vislab data path NAME                 print where the set lives
     vislab data show NAME [--out PNG] [--n N] [--seed S] [--split SPLIT]
                                           write a PNG grid of samples (masks overlaid) and print its path
@@ -39,6 +40,9 @@ def describe(e: manifest.Entry) -> str:
         ("files", e.layout), ("expected at", e.location())))
 
 
+DOWNLOADABLE = ("mnist", "cifar10", "pets", "dsprites")
+
+
 def _download(name: str) -> None:
     """Fetch a download set into data_root(); only ever called for `prepare NAME --download`."""
     from vislab.data import dsprites
@@ -61,33 +65,48 @@ def _download(name: str) -> None:
         raise ValueError(f"{name} cannot be downloaded by the kit")
 
 
+def _read_a_little(name: str) -> None:
+    """Read one item (or split) of a set, so that missing or corrupt files fail now, by name."""
+    from vislab.data import cifar, moving_mnist, multi_object, pets
+    from vislab.data.mnist import mnist, mnist5k
+
+    checks = {
+        "mnist5k": lambda: mnist5k("train"),
+        "mnist": lambda: mnist("test"),
+        "cifar10": lambda: cifar.cifar10("test"),
+        "moving-mnist": lambda: moving_mnist.MovingMNIST("train", n=1)[0],
+        "multi-dsprites": lambda: multi_object.MultiObjectScenes("multi-dsprites", n=1)[0],
+        "tetrominoes": lambda: multi_object.MultiObjectScenes("tetrominoes", n=1)[0],
+        "pets": lambda: pets.oxford_pets("test")[0],
+        "pets-synthetic": lambda: pets.pets_synthetic("test")[0],
+        "clevrtex": lambda: multi_object.clevrtex("test")[0],
+        "clevr-masks": lambda: multi_object.clevr_with_masks("test")[0],
+    }
+    if name in checks:
+        checks[name]()
+
+
 def cmd_prepare(args) -> int:
-    from vislab.data import dsprites, moving_mnist, multi_object, pets
+    from vislab.data import dsprites, pets
     from vislab.data.common import data_root
-    from vislab.data.mnist import mnist5k
 
     e = manifest.entry(args.name)
-    if args.download and e.name not in ("mnist", "cifar10", "pets", "dsprites"):
+    if args.download and e.name not in DOWNLOADABLE:
         print(f"{e.name}: --download is not supported; get the files by hand:\n{describe(e)}")
         return 1
     if args.download:
         print(f"downloading {e.name} into {data_root()} ...", flush=True)
         _download(e.name)
-    if e.name == "mnist5k":
-        mnist5k("train")
-    elif e.name == "moving-mnist":
-        moving_mnist.MovingMNIST("train", n=1)[0]
-    elif e.name in ("multi-dsprites", "tetrominoes"):
-        multi_object.MultiObjectScenes(e.name, n=1)[0]
-    elif e.name == "dsprites":
+    if e.name == "dsprites":
         dsprites.prepare()
-    elif e.name == "pets-synthetic":
-        if not e.present():
-            pets.make_pets_fixture(pets.synthetic_root())
-    elif not e.present():
-        print(f"{e.name} is not there yet; put its files here (or run `vislab data prepare {e.name} "
-              f"--download` where downloads are allowed):\n{describe(e)}")
+    elif e.name == "pets-synthetic" and not e.present():
+        pets.make_pets_fixture(pets.synthetic_root())
+    elif e.kind == "download" and not e.present():
+        fetch = (f" (or run `vislab data prepare {e.name} --download` where downloads are allowed)"
+                 if e.name in DOWNLOADABLE else "")
+        print(f"{e.name} is not there yet; put its files here{fetch}:\n{describe(e)}")
         return 1
+    _read_a_little(e.name)
     if e.kind == "on-the-fly":
         print(f"{e.name} is generated on the fly (nothing to cache); it works.")
     else:
@@ -116,8 +135,8 @@ def _known(name: str) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="list, prepare, locate and preview data sets",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser("data", help="list, prepare, locate and preview data sets", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     data_sub = p.add_subparsers(dest="data_command", required=True)
 
     q = data_sub.add_parser("list", help="every data set, its status and where it lives")

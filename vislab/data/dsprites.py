@@ -218,9 +218,9 @@ def unpack(packed: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- caches and files
 
-def write_generated_cache(path: Path | None = None) -> Path:
+def write_generated_cache() -> Path:
     """Generate the full grid into the bit-packed cache (atomically) and return its path."""
-    path = Path(path) if path else cache_file()
+    path = cache_file()
     with atomic_write(path) as tmp:
         packed = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(N_IMAGES, IMAGE_SIZE, IMAGE_SIZE // 8))
@@ -251,10 +251,9 @@ def read_official_images_packed(npz: Path, chunk: int = 8192) -> np.ndarray:
     return packed
 
 
-def write_official_cache(npz: Path | None = None, path: Path | None = None) -> Path:
+def write_official_cache() -> Path:
     """Bit-pack the official file's images into the cache (atomically) and return the cache path."""
-    npz = Path(npz) if npz else official_file()
-    path = Path(path) if path else official_cache_file()
+    npz, path = official_file(), official_cache_file()
     try:
         packed = read_official_images_packed(npz)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
@@ -286,26 +285,22 @@ def load_packed(path: Path, source: str) -> np.ndarray:
     return packed
 
 
-def prepare(verbose: bool = True) -> Path:
+def prepare() -> Path:
     """Build the packed cache if it is missing (from the official file when present, else generated)
     and return its path. Prints what it does and how long it took."""
     official = official_file().exists()
     path = official_cache_file() if official else cache_file()
     if path.exists():
-        if verbose:
-            print(f"dSprites cache already at {path}")
+        print(f"dSprites cache already at {path}")
         return path
     start = time.perf_counter()
     if official:
-        if verbose:
-            print(f"packing the official file {official_file()} into {path} ...", flush=True)
+        print(f"packing the official file {official_file()} into {path} ...", flush=True)
         write_official_cache()
     else:
-        if verbose:
-            print(f"generating the {N_IMAGES:,} dSprites images into {path} ...", flush=True)
+        print(f"generating the {N_IMAGES:,} dSprites images into {path} ...", flush=True)
         write_generated_cache()
-    if verbose:
-        print(f"done in {time.perf_counter() - start:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
+    print(f"done in {time.perf_counter() - start:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
     return path
 
 

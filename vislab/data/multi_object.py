@@ -130,7 +130,8 @@ SCENES = {"multi-dsprites": multi_dsprites_scene, "tetrominoes": tetrominoes_sce
 
 
 def to_float(image: np.ndarray) -> torch.Tensor:
-    """uint8 image (3, H, W) as float32 in [0, 1] (in numpy: cheap in DataLoader workers)."""
+    """uint8 image (3, H, W) as float32 in [0, 1]; converted in numpy, which skips torch's
+    intra-op thread start-up on small tensors (slow on a busy machine)."""
     return torch.from_numpy(image.astype(np.float32) / 255)
 
 
