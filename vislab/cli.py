@@ -32,15 +32,9 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from vislab.grading import format_table, grade, load_lab, report
-    from vislab.impl import lab_dir
+    from vislab.grading import grade_lab
 
-    lab = load_lab(args.lab)
-    path = lab_dir(args.lab, args.impl)
-    results = grade(lab, path, args.task)
-    print(f"grading {args.lab} in {path}")
-    rep = report(lab, path, results)
-    print(format_table(rep))
+    rep = grade_lab(args.lab, args.impl, args.task)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
         print(f"wrote {args.json}")

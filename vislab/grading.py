@@ -212,6 +212,21 @@ def grade(lab: Lab, path: Path, task: str | None = None, seed: int = 0,
     return [run_check(c, student, seed) for c in lab.checks if task in (None, c.task)]
 
 
+def grade_lab(name: str, impl: str | Path = "labs", task: str | None = None,
+              show: bool = True) -> dict:
+    """Grade lab `name` in `impl` (labs, solutions or a folder, e.g. "." in a notebook), print
+    the task table, and return the report."""
+    from vislab.impl import lab_dir
+
+    lab = load_lab(name)
+    path = lab_dir(name, impl)
+    rep = report(lab, path, grade(lab, path, task))
+    if show:
+        print(f"grading {name} in {path}")
+        print(format_table(rep))
+    return rep
+
+
 def summarize(lab: Lab, results: list[CheckResult]) -> list[dict]:
     """One row per task: points earned and possible, a status and the first helpful message."""
     rows = []

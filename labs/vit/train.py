@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from vislab import plots
+from vislab import RUNS_DIR, plots
 from vislab.data import ImageDataset, mnist, mnist5k
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
@@ -208,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
 
 def default_out(kind: str, args) -> Path:
     from datetime import datetime
-    return Path("runs") / "vit" / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    return RUNS_DIR / "vit" / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 @torch.no_grad()

@@ -1,0 +1,78 @@
+"""Training speed of the ViT lab's reference models against torchvision's, on the same input.
+
+    python benchmarks/train_speed_vit.py [--repeats 5]
+
+One epoch of MNIST-5k (4,000 images, batch 64, AdamW), the same plain loop for every model,
+median of --repeats epochs after one warm-up epoch. torchvision's VisionTransformer gets the
+same config (7x7 patches, 2 blocks, D = 64, 4 heads, MLP 128) and a 1-channel patch
+projection so that both read the same images. The CNN baseline has no torchvision
+counterpart (torchvision's CNNs are ImageNet-sized), so it is timed for reference only.
+"""
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models import VisionTransformer
+
+from vislab import SOLUTIONS_DIR
+from vislab.data import mnist5k
+from vislab.data.mnist import MEAN, STD
+from vislab.impl import import_lab
+
+
+def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def timed(model, x, y, repeats) -> float:
+    epoch_seconds(model, x, y)  # warm-up
+    return statistics.median(epoch_seconds(model, x, y) for _ in range(repeats))
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images, labels = mnist5k("train")
+    x = (images.float() / 255 - MEAN) / STD
+    lab = import_lab(SOLUTIONS_DIR / "vit")
+    config = lab.model.ViTConfig()
+    ours = lab.model.ViT(config)
+    theirs = VisionTransformer(config.image_size, config.patch_size, config.depth,
+                               config.num_heads, config.dim, config.mlp_dim,
+                               num_classes=config.num_classes)
+    theirs.conv_proj = nn.Conv2d(1, config.dim, config.patch_size, config.patch_size)
+    cnn = lab.cnn.SmallCNN()
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    t_ours, t_theirs = timed(ours, x, labels, args.repeats), timed(theirs, x, labels, args.repeats)
+    t_cnn = timed(cnn, x, labels, args.repeats)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    print(f"{'model':<34} {'params':>8} {'s/epoch':>8}")
+    print(f"{'vislab ViT (solutions/vit)':<34} {count(ours):>8,} {t_ours:>8.3f}")
+    print(f"{'torchvision VisionTransformer':<34} {count(theirs):>8,} {t_theirs:>8.3f}")
+    print(f"{'vislab SmallCNN (no tv equivalent)':<34} {count(cnn):>8,} {t_cnn:>8.3f}")
+    print(f"ViT ratio ours / torchvision: {t_ours / t_theirs:.2f}x (budget 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

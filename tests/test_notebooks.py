@@ -1,0 +1,24 @@
+"""Every lab's notebook runs top to bottom on the solution (and loads on the skeleton)."""
+import shutil
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from vislab import SOLUTIONS_DIR
+
+NOTEBOOKS = sorted(SOLUTIONS_DIR.glob("*/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_solution_notebook_runs(path, tmp_path, monkeypatch):
+    folder = tmp_path / path.parent.name
+    shutil.copytree(path.parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("VISLAB_RUNS", str(tmp_path / "runs"))  # the kernel inherits it
+    nb = nbformat.read(folder / path.name, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
