@@ -1,6 +1,7 @@
 """The ViT lab's checks: plausible mistakes lose points in the named task with a message that
 helps, and correct code written differently gets full marks."""
 import pytest
+import torch
 
 from conftest import grade_task
 
@@ -185,3 +186,35 @@ def test_correct_alternative_gets_full_marks(name, make_variant):
     row = grade_task("vit", make_variant("vit", {file: edits}), task)
     assert row["status"] == "passed", row
     assert row["earned"] == row["possible"]
+
+
+# ------------------------------------------------- the lab's mapping of torchvision weights
+
+def test_load_torchvision_weights_gives_torchvision_logits():
+    """The solution's ViT with torchvision's weights (mapped by the lab's own function)
+    computes torchvision's logits: how a student fine-tunes vit_b_16's weights."""
+    from torchvision.models import VisionTransformer
+
+    from vislab import SOLUTIONS_DIR
+    from vislab.impl import import_lab
+
+    model_py = import_lab(SOLUTIONS_DIR / "vit").model
+    torch.manual_seed(0)
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=4,
+                           hidden_dim=64, mlp_dim=96, num_classes=7).eval()
+    with torch.no_grad():
+        for p in tv.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # no zero head or class token to hide behind
+    config = model_py.ViTConfig(image_size=32, patch_size=8, in_channels=3, num_classes=7,
+                                dim=64, depth=3, num_heads=4, mlp_dim=96)
+    ours = model_py.load_torchvision_weights(model_py.ViT(config), tv.state_dict()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), tv(x), atol=1e-5, rtol=1e-5)
+
+    deeper = model_py.ViT(model_py.ViTConfig(**{**config.__dict__, "depth": 2}))
+    with pytest.raises(KeyError, match="weights this ViT has no place for"):
+        model_py.load_torchvision_weights(deeper, tv.state_dict())
+    wider = model_py.ViT(model_py.ViTConfig(**{**config.__dict__, "mlp_dim": 64}))
+    with pytest.raises(ValueError, match="make the configs agree"):
+        model_py.load_torchvision_weights(wider, tv.state_dict())

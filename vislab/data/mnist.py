@@ -40,3 +40,21 @@ def mnist(split: str, root: Path | None = None) -> tuple[torch.Tensor, torch.Ten
             f"or copy the four unpacked idx files there; or set VISLAB_DATA to the folder that "
             f"holds MNIST/raw/.") from None
     return ds.data.unsqueeze(1), ds.targets.long()
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """One file in MNIST's idx format: magic (0, 0, 8 = uint8, ndim), big-endian sizes, bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist_fixture(root: Path) -> Path:
+    """Write MNIST-5k in full MNIST's on-disk layout (<root>/MNIST/raw/, the four unpacked idx
+    files), so that `mnist(split, root)`, the loader of the real files, runs offline."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = mnist5k(split)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images.squeeze(1).numpy())
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels.numpy())
+    return Path(root)
