@@ -13,7 +13,7 @@ import time
 from vislab import SOLUTIONS_DIR
 from vislab.grading import Student, load_lab
 
-SCORERS = {"vit": "mnist_accuracy"}
+SCORERS = {"vit": "mnist_accuracy", "swin_cnn": "mnist_accuracy"}
 
 
 def main() -> None:

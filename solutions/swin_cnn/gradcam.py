@@ -1,0 +1,58 @@
+"""Grad-CAM (Selvaraju et al., 2017): where in the image did the evidence for a class come from?
+
+For a layer with activations A (B, K, h, w) and the logit y_c of class c (before the softmax):
+
+    alpha_k = mean over (h, w) of d y_c / d A_k          (one weight per channel k)
+    cam     = ReLU( sum_k alpha_k A_k )                  (B, h, w)
+
+Only positive evidence is kept (the ReLU). `upsample` scales a map to the image's size for
+display.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor,
+             target: torch.Tensor | None = None,
+             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of `model` at `layer` (a sub-module of model) for `images` (B, C, H, W).
+
+    target: the class of each image (B,), or None for the model's own prediction.
+    channels_last: the layer's output is (B, h, w, K) (a Swin stage) instead of (B, K, h, w).
+    Returns (cam (B, h, w), the classes used (B,)). The model is left as it was: no hooks stay
+    registered and no parameter's .grad changes (use torch.autograd.grad, not backward).
+    """
+    ### BEGIN SOLUTION
+    # TODO(gradcam): register a forward hook on `layer` that keeps its output A, run the model,
+    #   remove the hook (also if the model raises); pick the classes; the gradient of the sum of
+    #   the chosen logits with respect to A (torch.autograd.grad); for channels_last, move K to
+    #   axis 1 in A and its gradient; alpha = mean gradient over (h, w); ReLU of the weighted sum.
+    saved = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.append(output))
+    try:
+        with torch.enable_grad():
+            logits = model(images)                                  # (B, classes)
+    finally:
+        handle.remove()
+    if target is None:
+        target = logits.argmax(dim=-1)
+    score = logits.gather(1, target.view(-1, 1)).sum()
+    A = saved[-1]
+    grads, = torch.autograd.grad(score, A)                          # like A
+    if channels_last:
+        A, grads = A.permute(0, 3, 1, 2), grads.permute(0, 3, 1, 2)  # (B, K, h, w)
+    alpha = grads.mean(dim=(2, 3), keepdim=True)                    # (B, K, 1, 1)
+    cam = F.relu((alpha * A).sum(dim=1))                            # (B, h, w)
+    return cam.detach(), target
+    ### END SOLUTION
+
+
+def upsample(cam: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """cam (B, h, w) -> (B, H, W), bilinear, each map divided by its maximum (all-zero maps
+    stay zero), for overlays on the images."""
+    cam = F.interpolate(cam[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    top = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / top
