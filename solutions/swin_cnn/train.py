@@ -393,7 +393,7 @@ def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8)
         if len(idx) == 0:
             continue
         images = test_set.images[idx]
-        x = adapt(test_set.normalise(images))
+        x = adapt(test_set.normalise(images)).requires_grad_()  # also when the body is frozen
         cam, _ = grad_cam(model.eval(), layer, x, pred[idx], channels_last=channels_last)
         maps = upsample(cam, images.shape[-2:])
         titles = [f"{names[labels[i]]} -> {names[pred[i]]}" for i in idx]
