@@ -1,4 +1,4 @@
-"""The `vislab` command: release, grade, train, data.
+"""The `vislab` command: release, grade, train, data, autograde, nbgrader.
 
 Every subcommand reports a user's mistake (unknown lab, missing folder, missing data) as one
 line on stderr and exit code 2, never as a traceback.
@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train a lab's models (see `vislab train LAB --help`)",
                    add_help=False)
+
+    from vislab.autograde import add_parser as add_autograde_parser
+    add_autograde_parser(sub)
+    from vislab.nbgrader import add_parser as add_nbgrader_parser
+    add_nbgrader_parser(sub)
 
     from vislab.data.cli import add_parser as add_data_parser
     add_data_parser(sub)

@@ -5,14 +5,21 @@ generator `g`, computes its own references (torch built-ins, torchvision blocks,
 and reaches the student's code only through `student.run(probe, **inputs)`, which returns plain
 values (see vislab.probing). The comparison that decides the score happens here, in the
 grader's process, so the same checks serve `vislab grade` (student code in this process) and
-`vislab autograde` (student code isolated in another one).
+`vislab autograde` (student code isolated in another one, vislab.sandbox.IsolatedStudent).
+
+A student object has `run(probe, **inputs)` and may have `time_limit(seconds)`, a context
+manager that bounds a check's wall-clock time (raising CheckTimeout), and `take_output()`, the
+student's captured prints and warnings since the last call. The in-process Student bounds time
+with SIGALRM (main thread only); the isolated one kills its worker process, from any thread.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import contextlib
 import signal
 import sys
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -23,9 +30,9 @@ import torch
 
 from vislab import AUTOGRADER_DIR
 from vislab.impl import import_lab
-from vislab.probing import StudentError, run_probe
+from vislab.probing import Capture, StudentError, run_probe
 
-STATUSES = ("passed", "failed", "not implemented", "error", "timeout")
+STATUSES = ("passed", "failed", "not implemented", "error", "timeout", "memory")
 
 
 class UnknownLab(KeyError):
@@ -40,7 +47,8 @@ class CheckFailed(AssertionError):
 
 
 class CheckTimeout(BaseException):
-    """A check ran past its time limit (BaseException so `except Exception` cannot swallow it)."""
+    """A check ran past its time limit (BaseException so `except Exception` cannot swallow it).
+    The message, when there is one, says what did not finish."""
 
 
 # ---------------------------------------------------------------------------- the lab's checks
@@ -97,15 +105,25 @@ def load_lab(name: str) -> Lab:
 # ------------------------------------------------------------------------ the student's side
 
 class Student:
-    """The student's code, reachable only through `run`; this one runs it in-process."""
+    """The student's code, reachable only through `run`; this one runs it in-process.
+
+    For the student's own code (`vislab grade`, notebooks). Untrusted code is graded with
+    vislab.sandbox.IsolatedStudent, which has the same interface."""
 
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
         self._lab = import_lab(self.path)
+        self._output = Capture()
 
     def run(self, probe: Callable, **inputs):
         """`probe(lab, **inputs)` on the student's modules; plain values, or StudentError."""
-        return run_probe(self._lab, probe, inputs)
+        return run_probe(self._lab, probe, inputs, self._output)
+
+    def time_limit(self, seconds: float):
+        return alarm(seconds)
+
+    def take_output(self) -> str:
+        return self._output.take()
 
 
 # ----------------------------------------------------------------------- helpers for checks
@@ -167,10 +185,29 @@ class CheckResult:
     status: str
     message: str
     seconds: float
+    output: str = ""  # the student's prints and warnings during the check (truncated)
 
 
 def _on_alarm(signum, frame):
     raise CheckTimeout()
+
+
+@contextlib.contextmanager
+def alarm(seconds: float):
+    """Raise CheckTimeout in this thread after `seconds` (SIGALRM). Signals reach only the main
+    thread, so elsewhere (and where there is no SIGALRM) this sets no limit: code that must be
+    stopped from any thread runs in a worker process (vislab.sandbox)."""
+    if (not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def check_seed(check: Check, seed: int) -> int:
@@ -181,12 +218,13 @@ def check_seed(check: Check, seed: int) -> int:
 def run_check(check: Check, student, seed: int = 0) -> CheckResult:
     start = time.perf_counter()
     status, message = "passed", ""
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, check.timeout)
+    time_limit = getattr(student, "time_limit", alarm)
     try:
-        check.fn(student, torch.Generator().manual_seed(check_seed(check, seed)))
-    except CheckTimeout:
-        status, message = "timeout", f"did not finish in {check.timeout:g} s (an endless loop?)"
+        with time_limit(check.timeout):
+            check.fn(student, torch.Generator().manual_seed(check_seed(check, seed)))
+    except CheckTimeout as exc:
+        status = "timeout"
+        message = str(exc) or f"did not finish in {check.timeout:g} s (an endless loop?)"
     except StudentError as exc:
         status, message = exc.status, exc.message
         if exc.todo and exc.todo != check.task:
@@ -195,12 +233,11 @@ def run_check(check: Check, student, seed: int = 0) -> CheckResult:
         status, message = "failed", str(exc)
     except Exception as exc:  # a bug in the check itself: never crash the grade table
         status, message = "error", f"grader error in {check.name}: {type(exc).__name__}: {exc}"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    take_output = getattr(student, "take_output", None)
+    output = take_output() if take_output else ""
     earned = check.points if status == "passed" else 0.0
     return CheckResult(check.task, check.name, check.points, earned, status, message,
-                       round(time.perf_counter() - start, 3))
+                       round(time.perf_counter() - start, 3), output)
 
 
 def grade(lab: Lab, path: Path, task: str | None = None, seed: int = 0,

@@ -34,7 +34,8 @@ class ForbiddenCall(ProbeFailed):
 
 
 class StudentError(Exception):
-    """What went wrong in the student's code: status 'not implemented', 'failed' or 'error'."""
+    """What went wrong in the student's code: status 'not implemented', 'failed', 'error',
+    'timeout' or 'memory'."""
 
     def __init__(self, status: str, message: str, todo: str | None = None):
         super().__init__(message)
@@ -44,9 +45,38 @@ class StudentError(Exception):
         return {"status": self.status, "message": self.message, "todo": self.todo}
 
 
-def run_probe(lab: Lab, probe: Callable, inputs: dict):
-    """`probe(lab, **inputs)` with the student's output silenced; plain values or StudentError."""
-    sink = io.StringIO()  # a student's prints must not garble the grade table
+class Capture(io.TextIOBase):
+    """A text sink that keeps the first `limit` characters written to it and counts the rest."""
+
+    def __init__(self, limit: int = 4000):
+        super().__init__()
+        self.limit, self.parts, self.kept, self.dropped = limit, [], 0, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text) -> int:
+        text = str(text)
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def take(self) -> str:
+        """What was written since the last take (truncated), then start afresh."""
+        text = "".join(self.parts)
+        if self.dropped:
+            text += f"\n... ({self.dropped} more characters not shown)"
+        self.parts, self.kept, self.dropped = [], 0, 0
+        return text
+
+
+def run_probe(lab: Lab, probe: Callable, inputs: dict, output: io.TextIOBase | None = None):
+    """`probe(lab, **inputs)` with the student's output captured (into `output`, or dropped);
+    plain values or StudentError. Warnings go to stderr, so they are captured too."""
+    sink = output if output is not None else Capture(0)  # prints must not garble the table
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             return plain(probe(lab, **inputs))
@@ -60,6 +90,8 @@ def run_probe(lab: Lab, probe: Callable, inputs: dict):
 
 def explain(exc: BaseException, folder: Path) -> StudentError:
     """Turn an exception from the student's code into a status and one helpful line."""
+    if isinstance(exc, StudentError):  # already explained (e.g. by the sandbox)
+        return exc
     where = _where(exc, folder)
     if isinstance(exc, ProbeFailed):
         return StudentError("failed", str(exc))
@@ -71,6 +103,10 @@ def explain(exc: BaseException, folder: Path) -> StudentError:
                                      f"{exc.lineno}: {exc.msg}")
     if isinstance(exc, SystemExit):
         return StudentError("error", f"your code called sys.exit({exc.code}){where}")
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
+                                        and "can't allocate memory" in str(exc)):
+        return StudentError("memory", f"ran out of memory{where}: your code asked for more "
+                                      f"memory than grading allows (a huge tensor?)")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return StudentError("error", f"{type(exc).__name__}{where}: {text}"[:400])
 

@@ -1,0 +1,537 @@
+"""`vislab autograde`: untrusted submissions, each graded in its own sandbox.
+
+Every hostile submission is a copy of solutions/vit with a hostile edit, graded in one batch
+with two parallel workers next to a solution and a skeleton. Each must earn exactly what its
+real work earns: the tasks it did not break get full marks, the one it broke gets a clear status.
+Where the hostile code probes the sandbox (reading solutions, writing the output, the network, a
+process storm) it prints what happened (the feedback shows it) and raises if the sandbox let it
+through, so a leak costs the task's points and fails the test.
+"""
+import csv
+import inspect
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import variant
+from vislab import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
+from vislab.autograde import (BadSubmission, autograde, extract_zip, find_lab_folder,
+                              find_submissions)
+from vislab.cli import main
+from vislab.errors import UsageError
+from vislab.grading import Student, grade, load_lab, summarize
+from vislab.sandbox import UID_BASE, IsolatedStudent, Limits, copy_tree_safely
+
+LAB = load_lab("vit")
+FULL = {task: LAB.points(task) for task in LAB.tasks}
+MODEL_TASKS = ["vit.patch_embed", "vit.mlp", "vit.attention", "vit.block", "vit.model"]
+LINUX_ROOT = sys.platform.startswith("linux") and os.geteuid() == 0
+
+SOLVE = "    ### BEGIN SOLUTION\n"  # the start of distillation_loss's body in distill.py
+
+
+def at_solve(code: str) -> dict:
+    """Hostile code at the start of distillation_loss; the solution's code follows."""
+    return {"distill.py": [(SOLVE, SOLVE + code)]}
+
+
+READ_SECRETS = """\
+    import os as _os
+    from pathlib import Path as _P
+    _here = _P(__file__).resolve()
+    _tries = [_P("../../solutions/vit/model.py"), _P("../../autograder/vit.py"),
+              _P("../../../tests/conftest.py")]
+    _tries += [p / "solutions" / "vit" / "model.py" for p in _here.parents]
+    _tries += [p / "autograder" / "vit.py" for p in _here.parents]
+    _tries += [_P(@REPO@) / "solutions" / "vit" / "model.py", _P(@REPO@) / "autograder" / "vit.py",
+               _P(@REPO@) / "tests" / "conftest.py", _P(@REPO@) / ".git" / "HEAD",
+               _P(@SUBS@) / "solution" / "vit" / "model.py"]
+    for _p in _tries:
+        try:
+            _p.read_bytes()
+        except OSError as _e:
+            print("blocked read", _p, type(_e).__name__)
+        else:
+            raise RuntimeError(f"LEAK: read {_p}")
+    if _os.path.isdir(@REPO@) and {"solutions", "autograder", "tests"} & set(_os.listdir(@REPO@)):
+        raise RuntimeError("LEAK: the repository's secret folders are visible")
+"""
+
+WRITE_OTHERS = """\
+    for _p in [@SUBS@ + "/solution/vit/distill.py", @SUBS@ + "/planted.py",
+               @OUT@ + "/grades.csv", @OUT@ + "/planted.txt",
+               @REPO@ + "/solutions/vit/planted.py", @REPO@ + "/autograder/planted.py"]:
+        try:
+            with open(_p, "a") as _f:
+                _f.write("# tampered\\n")
+        except OSError as _e:
+            print("blocked write", _p, type(_e).__name__)
+        else:
+            raise RuntimeError(f"LEAK: wrote {_p}")
+"""
+
+IMPORT_SOLUTIONS = """\
+    import importlib as _il
+    import sys as _sys
+    _sys.path[:0] = [@REPO@, @REPO@ + "/solutions", "../..", "../../.."]
+    for _name in ["solutions.vit.distill", "solutions", "autograder.vit", "vit.distill"]:
+        try:
+            _il.import_module(_name)
+        except ImportError as _e:
+            print("blocked import", _name, type(_e).__name__)
+        else:
+            raise RuntimeError(f"LEAK: imported {_name}")
+"""
+
+NETWORK = """\
+    import socket as _socket
+    for _address in [("127.0.0.1", @PORT@), ("8.8.8.8", 53)]:
+        try:
+            _socket.create_connection(_address, timeout=2).close()
+        except OSError as _e:
+            print("blocked network", _address, type(_e).__name__)
+        else:
+            raise RuntimeError(f"LEAK: connected to {_address}")
+"""
+
+# A bounded storm: 300 children that each sleep 1 s and exit (never an unbounded fork bomb).
+STORM = """import torch
+import os as _os
+import time as _time
+_children = []
+for _ in range(300):
+    try:
+        _pid = _os.fork()
+    except OSError:
+        break
+    if _pid == 0:
+        _time.sleep(1)
+        _os._exit(0)
+    _children.append(_pid)
+SPAWNED = len(_children)
+print(f"spawned {SPAWNED} of 300")
+for _pid in _children:
+    _os.waitpid(_pid, 0)
+"""
+
+NOISY = """import math
+import os as _os
+import sys as _sys
+import warnings as _warnings
+print("x" * 100_000)
+print("noise on stderr", file=_sys.stderr)
+_warnings.warn("a warning from the student's code")
+_os.write(1, b"raw bytes on fd 1\\n")
+_os.write(2, b"raw bytes on fd 2\\n")
+"""
+
+ALWAYS_EQUAL = """\
+    class _AlwaysEqual:
+        requires_grad = False
+        def __eq__(self, other):
+            return True
+    return _AlwaysEqual()
+"""
+
+# The worker is the student's process: it can patch the sandbox's own code (here at the first
+# import, in model.py) and send back an object whose unpickling would run a command in the grader.
+PICKLE_BOMB_IMPORT = """import math
+import sys as _sys
+import vislab.probing as _probing
+_probing.plain = lambda value: value
+_sys.modules["_vislab_autograder.vit_probes"].returned = lambda value, what: value
+"""
+PICKLE_BOMB = """\
+    import os as _os
+    class _Bomb:
+        requires_grad = False
+        def __reduce__(self):
+            return (_os.system, ("touch " + @MARKER@,))
+    return _Bomb()
+"""
+
+MONKEYPATCH = """import torch
+import sys as _sys
+import types as _types
+import torch.testing as _testing
+torch.allclose = lambda *args, **kwargs: True
+torch.equal = lambda *args, **kwargs: True
+torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(a, dtype=torch.bool)
+_testing.assert_close = lambda *args, **kwargs: None
+_sys.modules["pytest"] = _types.SimpleNamespace(approx=lambda *args, **kwargs: object())
+"""
+
+# name: (edits, {task: (status, words in the message)} for the tasks it breaks, words in output)
+HOSTILE = {
+    "syntax_error": ({"model.py": [("import math\n", "import math\ndef broken(:\n    pass\n")]},
+                     {t: ("error", "SyntaxError in model.py line") for t in MODEL_TASKS}, []),
+    "exception_at_import": (
+        {"model.py": [("import math\n", "import math\nraise RuntimeError('boom at import')\n")]},
+        {t: ("error", "RuntimeError at model.py:") for t in MODEL_TASKS}, []),
+    "sys_exit_at_import": ({"distill.py": [("import torch\n", "import torch\nimport sys\n"
+                                                              "sys.exit(3)\n")]},
+                           {"vit.distill": ("error", "your code called sys.exit(3)")}, []),
+    "os_exit_at_import": ({"distill.py": [("import torch\n", "import torch\nimport os\n"
+                                                             "os._exit(3)\n")]},
+                          {"vit.distill": ("error", "exited with code 3")}, []),
+    "infinite_loop_at_import": (
+        {"finetune.py": [("import torch.nn as nn\n", "import torch.nn as nn\nwhile True:\n"
+                                                     "    pass\n")]},
+        {"vit.finetune": ("timeout", "importing finetune.py did not finish in 10 s")}, []),
+    "infinite_loop_in_a_task": (at_solve("    while True:\n        pass\n"),
+                                {"vit.distill": ("timeout", "did not finish in 10 s")}, []),
+    "allocates_8_gib": (at_solve("    big = torch.ones(2**31)  # 8 GiB of float32\n"),
+                        {"vit.distill": ("memory", "ran out of memory")}, []),
+    "process_storm": ({"distill.py": [
+        ("import torch\n", STORM),
+        (SOLVE, SOLVE + "    if SPAWNED >= 300:\n"
+                        "        raise RuntimeError('LEAK: the process storm was not contained')\n")]},
+        {}, ["spawned"]),
+    "noisy_output_and_warnings": ({"model.py": [("import math\n", NOISY)]}, {},
+                                  ["xxxxxxxx", "more characters not shown"]),
+    "always_equal_object": (at_solve(ALWAYS_EQUAL),
+                            {"vit.distill": ("failed", "must return a torch.Tensor, got "
+                                                       "_AlwaysEqual")}, []),
+    "pickle_bomb_from_a_patched_worker": (
+        {"model.py": [("import math\n", PICKLE_BOMB_IMPORT)],
+         "distill.py": [(SOLVE, SOLVE + PICKLE_BOMB)]},
+        {"vit.distill": ("error", "could not be read back safely")}, []),
+    "monkeypatches_torch_and_pytest": (
+        {"distill.py": [("import torch\n", MONKEYPATCH),
+                        ("    return kl * temperature**2\n", "    return kl\n")]},
+        {"vit.distill": ("failed", "KL without the T^2 factor")}, []),
+    "reads_solutions_and_checks": (at_solve(READ_SECRETS), {}, ["blocked read"]),
+    "writes_other_submissions_and_output": (at_solve(WRITE_OTHERS), {}, ["blocked write"]),
+    "imports_solutions": (at_solve(IMPORT_SOLUTIONS), {}, ["blocked import"]),
+    "opens_network_connections": (at_solve(NETWORK), {}, ["blocked network"]),
+}
+# the protections a case needs (from IsolatedStudent.protections) to be meaningful
+NEEDS = {
+    "process_storm": ["pids cgroup"],
+    "reads_solutions_and_checks": ["private root file system"],
+    "writes_other_submissions_and_output": ["private root file system"],
+    "imports_solutions": ["private root file system"],
+    "opens_network_connections": ["no network"],
+    "pickle_bomb_from_a_patched_worker": [],
+}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Grade every hostile submission, a solution, a skeleton and a few broken packages in one
+    batch with two workers."""
+    base = tmp_path_factory.mktemp("autograde")
+    subs, out, marker = base / "submissions", base / "out", base / "pwned"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    values = {"@REPO@": repr(str(REPO_ROOT)), "@SUBS@": repr(str(subs)),
+              "@OUT@": repr(str(out)), "@PORT@": str(listener.getsockname()[1]),
+              "@MARKER@": repr(str(marker))}
+
+    def fill(text):
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+
+    for name, (edits, _, _) in HOSTILE.items():
+        variant(subs / name, "vit", {f: [(old, fill(new)) for old, new in pairs]
+                                     for f, pairs in edits.items()})
+    variant(subs / "solution", "vit", {})
+    shutil.copytree(LABS_DIR / "vit", subs / "skeleton", ignore=shutil.ignore_patterns("__pycache__"))
+    # a link to the solution instead of the student's own distill.py: never followed
+    shutil.copytree(LABS_DIR / "vit", subs / "links_to_solution",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (subs / "links_to_solution" / "distill.py").unlink()
+    (subs / "links_to_solution" / "distill.py").symlink_to(SOLUTIONS_DIR / "vit" / "distill.py")
+    with zipfile.ZipFile(subs / "zipped_solution.zip", "w") as zf:
+        for path in sorted((SOLUTIONS_DIR / "vit").glob("*.py")):
+            zf.write(path, f"alice-lab4/vit/{path.name}")
+    with zipfile.ZipFile(subs / "path_traversal.zip", "w") as zf:
+        zf.writestr("../../escaped.py", "print('out')\n")
+    (subs / "not_a_lab").mkdir()
+    (subs / "not_a_lab" / "notes.txt").write_text("I forgot to attach my code\n")
+    solution_files = {p.name: p.read_bytes() for p in (subs / "solution" / "vit").iterdir()}
+    try:
+        reports = autograde("vit", subs, out, workers=2, progress=lambda *a: None)
+    finally:
+        listener.close()
+    return {"reports": {r["student"]: r for r in reports}, "subs": subs, "out": out,
+            "marker": marker, "solution_files": solution_files, "base": base}
+
+
+def rows(rep) -> dict:
+    return {row["task"]: row for row in rep["tasks"]}
+
+
+def require(rep, needs):
+    missing = [n for n in needs if not any(n in p for p in rep["protections"])]
+    if missing:
+        pytest.skip(f"this machine does not allow {missing}; protections: {rep['protections']}")
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_submission_earns_what_its_work_earns(batch, name):
+    rep = batch["reports"][name]
+    require(rep, NEEDS.get(name, []))
+    _, broken, output_words = HOSTILE[name]
+    for task, row in rows(rep).items():
+        if task in broken:
+            status, words = broken[task]
+            assert row["status"] == status, (task, row)
+            assert words in row["message"], (task, row["message"])
+            assert row["earned"] == 0, row
+        else:  # the student's real work on this task is correct: full marks
+            assert row["status"] == "passed" and row["earned"] == FULL[task], (task, row)
+    assert rep["earned"] == sum(FULL[t] for t in FULL if t not in broken)
+    feedback = (batch["out"] / "feedback" / f"{name}.txt").read_text()
+    for words in output_words:
+        assert words in feedback, words
+    assert "LEAK" not in feedback
+
+
+def test_solution_full_marks_and_skeleton_not_implemented(batch):
+    for name in ("solution", "zipped_solution"):
+        rep = batch["reports"][name]
+        assert rep["earned"] == rep["possible"] == sum(FULL.values()), rows(rep)
+    rep = batch["reports"]["skeleton"]
+    assert rep["earned"] == 0
+    assert {row["status"] for row in rep["tasks"]} == {"not implemented"}
+    assert {c["status"] for c in rep["checks"]} == {"not implemented"}
+
+
+def test_links_and_bad_packages_get_no_points(batch):
+    rep = batch["reports"]["links_to_solution"]
+    assert rep["earned"] == 0
+    assert rows(rep)["vit.distill"]["status"] == "error"  # the link was not copied
+    assert "distill" in rows(rep)["vit.distill"]["message"]
+    for name, words in (("path_traversal", "unsafe path"), ("not_a_lab", "no lab folder")):
+        rep = batch["reports"][name]
+        assert rep["earned"] == 0 and {r["status"] for r in rep["tasks"]} == {"error"}
+        assert all(words in r["message"] for r in rep["tasks"]), rep["tasks"]
+    assert not (batch["base"] / "escaped.py").exists()
+
+
+def test_nothing_outside_the_sandbox_was_touched(batch):
+    subs, out = batch["subs"], batch["out"]
+    assert not batch["marker"].exists()  # the pickle bomb never went off in the grader
+    assert {p.name: p.read_bytes() for p in (subs / "solution" / "vit").iterdir()} \
+        == batch["solution_files"]
+    assert not (subs / "planted.py").exists() and not (out / "planted.txt").exists()
+    assert not list(SOLUTIONS_DIR.rglob("planted.py"))
+    assert not list((REPO_ROOT / "autograder").glob("planted.py"))
+    grades = (out / "grades.csv").read_text()
+    assert "tampered" not in grades
+
+
+def test_no_process_is_left_behind(batch):
+    """The storm's children, the endless loops and every worker are gone."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if UID_BASE <= entry.stat().st_uid < UID_BASE + 10000:
+                    left.append((entry.name, (entry / "cmdline").read_bytes()[:80]))
+            except OSError:
+                pass
+    assert not left
+
+
+def test_protections_active_as_root(batch):
+    """Where CI runs (Linux, root) every protection must be on, not silently off."""
+    if not LINUX_ROOT:
+        pytest.skip("needs root on Linux")
+    protections = "; ".join(batch["reports"]["solution"]["protections"])
+    for words in ("memory cgroup", "pids cgroup", "cpu cgroup", "namespaces: mount, pid, net",
+                  "private root file system", "unprivileged user", "no network"):
+        assert words in protections, protections
+
+
+def test_outputs(batch):
+    out, reports = batch["out"], batch["reports"]
+    with open(out / "grades.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["student"] for r in table] == sorted(reports)
+    assert list(table[0]) == ["student"] + list(LAB.tasks) + ["total"]
+    by_student = {r["student"]: r for r in table}
+    assert float(by_student["solution"]["total"]) == sum(FULL.values())
+    assert float(by_student["os_exit_at_import"]["vit.distill"]) == 0
+    assert float(by_student["os_exit_at_import"]["vit.model"]) == FULL["vit.model"]
+    results = json.loads((out / "gradescope" / "syntax_error" / "results.json").read_text())
+    assert results["score"] == reports["syntax_error"]["earned"]
+    assert len(results["tests"]) == len(LAB.tasks)
+    for test in results["tests"]:
+        assert {"name", "score", "max_score", "output", "visibility"} <= set(test)
+    assert json.loads((out / "report.json").read_text())["lab"] == "vit"
+    # feedback shows messages, never the hidden checks' source
+    check_source = "".join(inspect.getsource(c.fn) for c in LAB.checks)
+    distinctive = [line.strip() for line in check_source.splitlines()
+                   if len(line.strip()) > 30 and not line.strip().startswith(('"', "#"))]
+    for path in (out / "feedback").glob("*.txt"):
+        text = path.read_text()
+        assert not [line for line in distinctive if line in text], path.name
+        assert "Traceback" not in text
+    noisy = (out / "feedback" / "noisy_output_and_warnings.txt").read_text()
+    assert len(noisy) < 20_000  # 100,000 characters of prints, truncated
+
+
+def test_regrading_gives_identical_scores(batch, tmp_path):
+    subs = tmp_path / "subs"
+    for name in ("solution", "monkeypatches_torch_and_pytest", "os_exit_at_import", "skeleton"):
+        shutil.copytree(batch["subs"] / name, subs / name)
+    runs = [autograde("vit", subs, tmp_path / f"out{i}", workers=2, task="vit.distill",
+                      progress=lambda *a: None) for i in range(2)]
+    summary = [[(r["student"], c["check"], c["status"], c["message"], c["earned"])
+                for r in run for c in r["checks"]] for run in runs]
+    assert summary[0] == summary[1]
+    for r in runs[0]:  # the same as in the full batch, graded next to others
+        assert rows(r)["vit.distill"] == rows(batch["reports"][r["student"]])["vit.distill"]
+
+
+def test_cli_autograde(batch, tmp_path, capsys):
+    subs = tmp_path / "subs"
+    for name in ("solution", "skeleton"):
+        shutil.copytree(batch["subs"] / name, subs / name)
+    out = tmp_path / "out"
+    assert main(["autograde", "vit", str(subs), "--out", str(out), "--task", "vit.finetune",
+                 "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "protections:" in printed and "per minute" in printed
+    table = list(csv.DictReader(open(out / "grades.csv")))
+    assert [(r["student"], r["vit.finetune"]) for r in table] == [("skeleton", "0"),
+                                                                  ("solution", "3")]
+    assert main(["autograde", "vit", str(subs), "--out", str(subs / "out")]) == 2
+    assert "inside SUBMISSIONS" in capsys.readouterr().err
+    assert main(["autograde", "vit", str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------------------- the sandbox, one at a time
+
+def test_memory_cgroup_stops_a_growing_submission(tmp_path):
+    """Many small allocations (no single one too large): the memory cgroup stops the worker,
+    the status says memory, and the next check gets a fresh worker."""
+    folder = variant(tmp_path, "vit", at_solve(
+        "    hoard = [torch.ones(2**24) for _ in range(200)]  # 64 MiB each, 12.5 GiB in all\n"))
+    with IsolatedStudent(folder, Limits(memory=2**30, timeout_scale=3)) as student:
+        student.start()
+        if not any("memory cgroup" in p for p in student.protections):
+            pytest.skip(f"no memory cgroup here: {student.protections}")
+        results = grade(LAB, folder, "vit.distill", student=student)
+        results += grade(LAB, folder, "vit.finetune", student=student)
+        assert student.startups == 2
+    assert results[0].status == "memory" and "1 GiB limit" in results[0].message, results[0]
+    assert all(r.status == "passed" for r in results[1:]), results
+
+
+def test_a_time_limit_holds_in_any_thread(tmp_path):
+    """SIGALRM only reaches the main thread; the sandbox kills its worker from any thread."""
+    folder = variant(tmp_path, "vit", at_solve("    while True:\n        pass\n"))
+    found = []
+
+    def run():
+        with IsolatedStudent(folder, Limits(timeout_scale=0.2)) as student:
+            found.extend(grade(LAB, folder, "vit.distill", student=student))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert found[0].status == "timeout" and "did not finish in 2 s" in found[0].message
+
+
+def test_only_probes_files_run_in_the_sandbox(tmp_path):
+    student = IsolatedStudent(SOLUTIONS_DIR / "vit")
+    try:
+        with pytest.raises(ValueError, match="probes file"):
+            student.run(lambda lab: lab.model)
+        with pytest.raises(ValueError, match="probes file"):
+            student.run(os.system, command="true")
+    finally:
+        student.close()
+
+
+def test_in_process_grading_reports_memory(tmp_path):
+    folder = variant(tmp_path, "vit", at_solve("    big = torch.empty(2**50)  # 4 PiB\n"))
+    row = summarize(LAB, grade(LAB, folder, "vit.distill"))[0]
+    assert row["status"] == "memory" and "ran out of memory" in row["message"], row
+
+
+def test_in_process_student_keeps_its_output(tmp_path):
+    folder = variant(tmp_path, "vit", {"distill.py": [(SOLVE, SOLVE + "    print('hello')\n")]})
+    results = grade(LAB, folder, "vit.distill", student=Student(folder))
+    assert results[0].status == "passed" and "hello" in results[0].output
+
+
+# ------------------------------------------------------------------- unpacking submissions
+
+def test_zip_members_never_escape(tmp_path):
+    cases = {"../evil.py": "unsafe path", "/abs/evil.py": "unsafe path",
+             "vit/../../evil.py": "unsafe path"}
+    for name, words in cases.items():
+        archive = tmp_path / "bad.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr(name, "x = 1\n")
+        with pytest.raises(BadSubmission, match=words):
+            extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.py").exists()
+
+
+def test_zip_links_are_skipped_and_sizes_capped(tmp_path):
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        link = zipfile.ZipInfo("vit/model.py")
+        link.external_attr = (0o120777 << 16)  # a symbolic link
+        zf.writestr(link, str(SOLUTIONS_DIR / "vit" / "model.py"))
+        zf.writestr("vit/__init__.py", "")
+    extract_zip(archive, tmp_path / "links")
+    assert not (tmp_path / "links" / "vit" / "model.py").exists()
+    assert find_lab_folder(tmp_path / "links", "vit") == tmp_path / "links" / "vit"
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("vit/big.bin", b"\0" * (60 * 2**20))
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(BadSubmission, match="more than 50 MiB"):
+        extract_zip(bomb, tmp_path / "bomb")
+    with pytest.raises(BadSubmission, match="not a readable zip"):
+        (tmp_path / "junk.zip").write_text("no zip")
+        extract_zip(tmp_path / "junk.zip", tmp_path / "junk")
+
+
+def test_folder_copies_skip_links(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "model.py").symlink_to(SOLUTIONS_DIR / "vit" / "model.py")
+    (src / "sub").symlink_to(SOLUTIONS_DIR)
+    copy_tree_safely(src, tmp_path / "dst")
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["__init__.py"]
+
+
+def test_submission_ids_are_safe_and_unique(tmp_path):
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a_b.zip").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "readme.txt").write_text("")
+    assert [sid for sid, _ in find_submissions(tmp_path)] == ["a_b", "a_b-2"]
+    with pytest.raises(UsageError):
+        find_submissions(tmp_path / "missing")
+
+
+def test_autograde_refuses_an_output_inside_the_submissions(tmp_path):
+    (tmp_path / "subs").mkdir()
+    with pytest.raises(UsageError, match="inside SUBMISSIONS"):
+        autograde("vit", tmp_path / "subs", tmp_path / "subs" / "out")
+    with pytest.raises(UsageError, match="no submissions"):
+        autograde("vit", tmp_path / "subs", tmp_path / "out")
+
+
+def test_statuses_include_memory():
+    from vislab.grading import STATUSES
+    assert "memory" in STATUSES and "timeout" in STATUSES

@@ -1,0 +1,1149 @@
+"""Run a submission's code in a worker process that can see and touch nothing else.
+
+`IsolatedStudent(path)` has the interface of vislab.grading.Student: a check calls
+`student.run(probe, **inputs)` and gets back plain values, but the probe runs in a worker process
+(`python -m vislab.sandbox`) that serves one submission, check after check:
+
+- requests and results cross two pipes as `torch.save` bytes; the grader reads results with
+  `torch.load(weights_only=True)`, caps their size and accepts only plain values (tensors,
+  numbers, str, None, lists, str-keyed dicts): nothing the student's process sends is unpickled;
+- the grader enforces each check's wall-clock limit by killing the worker (its cgroup, its PID
+  namespace, its process group) and starts a fresh worker for the next check; it works from any
+  thread, so several submissions can be graded at once;
+- where the OS allows, the worker runs as an unprivileged user of its own, in its own mount, PID,
+  network, IPC and UTS namespaces, in cgroups that cap its memory, processes and CPUs, with a
+  root file system that holds only the system, Python, the installed packages and `vislab/`,
+  plus read-only copies of the submission and of the lab's probes, and a private /tmp as cwd and
+  HOME; solutions/, autograder/, tests/, .git, other submissions and the output folder are not
+  there. Where a mechanism is not allowed (not root, no namespaces, not Linux), grading goes on
+  with what is available and `protections` says which were active.
+
+Every later check of the submission reuses the warm worker, unless one was killed. A module whose
+import hung, crashed or ran out of memory is remembered, so later checks that need it report that
+at once instead of waiting for another timeout.
+
+This module is imported by the worker too; it holds nothing secret.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import importlib.machinery
+import importlib.util
+import io
+import json
+import os
+import selectors
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vislab import AUTOGRADER_DIR, REPO_ROOT, SOLUTIONS_DIR
+
+GiB, MiB = 2**30, 2**20
+HEADER = struct.Struct(">Q")
+UID_BASE = int(os.environ.get("VISLAB_SANDBOX_UID", "64000"))  # one uid per parallel worker
+INSIDE = "/sandbox"  # where the submission and the probes appear in the worker's file system
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission's worker may use."""
+    memory: int = 3 * GiB           # bytes (memory cgroup; else address space above torch's)
+    pids: int = 128                 # processes and threads at once (pids cgroup / RLIMIT_NPROC)
+    threads: int = 1                # torch threads, and the CPUs the worker may use (cpu cgroup);
+    #                                 one: two OpenMP threads on a busy 2-core machine made the
+    #                                 ViT training check >10x slower (measured)
+    timeout_scale: float = 1.0      # multiplies every check's time limit
+    startup: float = 120.0          # seconds for a fresh worker to import torch and say ready
+    file_size: int = 64 * MiB       # the largest file the student's code may write
+    tmp_size: int = 256 * MiB       # its private /tmp (tmpfs, counted as its memory)
+    result_size: int = 256 * MiB    # the largest result the grader reads back
+    output: int = 4000              # characters of the student's output kept per check
+    cpu_seconds: int = 3600         # CPU time of the worker (a backstop; wall clock rules)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the student's code): the worker could not start."""
+
+
+# ----------------------------------------------------------------------------- the wire
+
+def encode(value) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def decode(data: bytes):
+    """Bytes from the other process -> plain values. Never unpickles: weights_only=True."""
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+class BadResult(ValueError):
+    """What came back from the worker is not made of plain values."""
+
+
+def check_plain(value, depth: int = 0):
+    """`value` rebuilt from plain types only (what a probe may return); BadResult otherwise."""
+    import torch
+
+    if depth > 40:
+        raise BadResult("nested too deeply")
+    kind = type(value)
+    if kind in (torch.Tensor, torch.nn.Parameter):
+        if (value.layout != torch.strided or value.is_quantized or value.device.type != "cpu"
+                or getattr(value, "is_nested", False)):
+            raise BadResult(f"a tensor with layout {value.layout} on {value.device}")
+        plain = value.detach()
+        if type(plain) is not torch.Tensor:
+            raise BadResult(f"a {type(plain).__name__}")
+        return plain
+    if kind in (int, float, bool, str, type(None)):
+        return value
+    if kind in (list, tuple):
+        return [check_plain(v, depth + 1) for v in value]
+    if kind is dict:
+        if not all(type(k) is str for k in value):
+            raise BadResult("a dict with keys that are not str")
+        return {k: check_plain(v, depth + 1) for k, v in value.items()}
+    raise BadResult(f"a {kind.__name__}")
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    """Blocking write of one frame (the worker's side)."""
+    view = memoryview(HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_frame(fd: int) -> bytes | None:
+    """Blocking read of one frame (the worker's side); None at end of file."""
+    def exactly(n):
+        chunks = []
+        while n:
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    header = exactly(HEADER.size)
+    if header is None:
+        return None
+    return exactly(HEADER.unpack(header)[0])
+
+
+# ------------------------------------------------------------------- Linux system calls
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+
+
+_LIBC = []
+
+
+def _libc():
+    """The C library, or None off Linux. (Not ctypes.util.find_library: it starts processes,
+    and the first process started in a new PID namespace becomes its init.)"""
+    if not sys.platform.startswith("linux"):
+        return None
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+def _ok(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(libc, source, target, fstype, flags, data=None) -> None:
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    _ok(libc.mount(enc(source), enc(str(target)), enc(fstype), ctypes.c_ulong(flags),
+                   enc(data)), f"mount {target}")
+
+
+# ----------------------------------------------------------------------------- cgroups
+
+def _cgroup_mounts() -> dict[str, Path]:
+    """controller -> mount point, for cgroup v1 hierarchies; 'unified' -> the v2 mount."""
+    found = {}
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        if parts[2] == "cgroup":
+            for option in parts[3].split(","):
+                if option in ("memory", "pids", "cpu"):
+                    found.setdefault(option, Path(parts[1]))
+        elif parts[2] == "cgroup2":
+            found.setdefault("unified", Path(parts[1]))
+    return found
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller (or '' for v2) -> this process's cgroup path."""
+    own = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                own[c] = path
+    except (OSError, ValueError):
+        pass
+    return own
+
+
+class Cgroups:
+    """A worker's cgroups: memory, pids and CPU limits, a reliable kill, and an OOM count.
+
+    Uses cgroup v1 hierarchies where they are mounted writable, else cgroup v2 where this
+    process may create a child group with those controllers; empty where neither is allowed."""
+
+    def __init__(self, name: str, limits: Limits):
+        self.dirs: list[Path] = []
+        self.memory_dir: Path | None = None
+        self.active: list[str] = []
+        self.v2 = False
+        if os.name != "posix" or not sys.platform.startswith("linux"):
+            return
+        mounts, own = _cgroup_mounts(), _own_cgroups()
+        wanted = {
+            "memory": [("memory.limit_in_bytes", str(limits.memory)),
+                       ("memory.memsw.limit_in_bytes", str(limits.memory))],
+            "pids": [("pids.max", str(limits.pids))],
+            "cpu": [("cpu.cfs_period_us", "100000"),
+                    ("cpu.cfs_quota_us", str(int(limits.threads * 100000)))],
+        }
+        for controller, settings in wanted.items():
+            if controller not in mounts or controller not in own:
+                continue
+            folder = mounts[controller] / own[controller].lstrip("/") / name
+            try:
+                folder.mkdir()
+            except OSError:
+                continue
+            self.dirs.append(folder)
+            try:
+                for key, value in settings:
+                    if (folder / key).exists():
+                        (folder / key).write_text(value)
+            except OSError:
+                continue
+            if controller == "memory":
+                self.memory_dir = folder
+                self.active.append(f"memory cgroup ({limits.memory / GiB:g} GiB)")
+            elif controller == "pids":
+                self.active.append(f"pids cgroup ({limits.pids} tasks)")
+            else:
+                self.active.append(f"cpu cgroup ({limits.threads:g} CPU)")
+        if not self.dirs and "unified" in mounts and "" in own:
+            self._try_v2(mounts["unified"] / own[""].lstrip("/"), name, limits)
+
+    def _try_v2(self, parent: Path, name: str, limits: Limits) -> None:
+        try:
+            available = (parent / "cgroup.controllers").read_text().split()
+            wanted = [c for c in ("memory", "pids", "cpu") if c in available]
+            if not wanted:
+                return
+            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+            folder = parent / name
+            folder.mkdir()
+        except OSError:
+            return
+        self.dirs, self.v2 = [folder], True
+        settings = {"memory": [("memory.max", str(limits.memory)), ("memory.swap.max", "0")],
+                    "pids": [("pids.max", str(limits.pids))],
+                    "cpu": [("cpu.max", f"{int(limits.threads * 100000)} 100000")]}
+        for controller in wanted:
+            try:
+                for key, value in settings[controller]:
+                    if (folder / key).exists():
+                        (folder / key).write_text(value)
+            except OSError:
+                continue
+            if controller == "memory":
+                self.memory_dir = folder
+                self.active.append(f"memory cgroup v2 ({limits.memory / GiB:g} GiB)")
+            elif controller == "pids":
+                self.active.append(f"pids cgroup v2 ({limits.pids} tasks)")
+            else:
+                self.active.append(f"cpu cgroup v2 ({limits.threads:g} CPU)")
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found = set()
+        for d in self.dirs:
+            try:
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        return found
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for exceeding the memory limit (or -1)."""
+        if self.memory_dir is None:
+            return -1
+        name = "memory.events" if self.v2 else "memory.oom_control"
+        try:
+            for line in (self.memory_dir / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+            return int((self.memory_dir / "memory.failcnt").read_text()) if not self.v2 else -1
+        except (OSError, ValueError):
+            return -1
+
+    def kill(self) -> None:
+        """SIGKILL every process in the groups, until they are empty."""
+        for d in self.dirs:
+            if (d / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    (d / "cgroup.kill").write_text("1")
+        for _ in range(200):
+            left = self.pids()
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        self.kill()
+        for d in self.dirs:
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.dirs = []
+
+
+# --------------------------------------------------------------- copying a submission
+
+class SubmissionTooLarge(ValueError):
+    """A submission holds more files or bytes than grading accepts."""
+
+
+def copy_tree_safely(source: Path, target: Path, max_bytes: int = 50 * MiB,
+                     max_files: int = 2000) -> None:
+    """Copy the regular files and folders under `source` into `target`: symbolic links, devices,
+    FIFOs and caches are skipped (a link must never pull in a file from elsewhere), and the
+    total size and count are capped."""
+    source = Path(source)
+    target.mkdir(parents=True, exist_ok=True)
+    total = count = 0
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        here = Path(folder)
+        rel = here.relative_to(source)
+        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".git", ".ipynb_checkpoints")
+                         and not (here / d).is_symlink())
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            path = here / name
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0))
+            except OSError:
+                continue  # a symbolic link, or unreadable
+            with os.fdopen(fd, "rb") as src:
+                if not stat.S_ISREG(os.fstat(src.fileno()).st_mode) or name.endswith(".pyc"):
+                    continue
+                count += 1
+                if count > max_files:
+                    raise SubmissionTooLarge(f"more than {max_files} files")
+                with open(target / rel / name, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise SubmissionTooLarge(f"more than {max_bytes // MiB} MiB")
+                        dst.write(chunk)
+
+
+def probe_files() -> list[Path]:
+    """The probes of every lab (public code: they run the student's modules)."""
+    return sorted(AUTOGRADER_DIR.glob("*_probes.py"))
+
+
+def secret_paths() -> list[Path]:
+    """Paths the worker must never see, whatever else is exposed."""
+    return [SOLUTIONS_DIR, AUTOGRADER_DIR, REPO_ROOT / "tests", REPO_ROOT / ".git",
+            REPO_ROOT / "labs", REPO_ROOT / "runs", REPO_ROOT / "benchmarks"]
+
+
+def exposed_paths() -> list[str]:
+    """What the worker's root file system holds, read-only: the system, the interpreter, the
+    installed packages and the `vislab` package (nothing else of the repository)."""
+    import site
+    import vislab
+
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+             sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix,
+             str(Path(sys.executable).resolve().parent), str(Path(vislab.__file__).parent)]
+    with contextlib.suppress(Exception):
+        paths += site.getsitepackages()
+    unique = []
+    for p in sorted({os.path.abspath(p) for p in paths if p}, key=len):
+        if os.path.lexists(p) and not any(p == q or p.startswith(q.rstrip("/") + "/")
+                                          for q in unique):
+            unique.append(p)
+    return unique
+
+
+# ------------------------------------------------------------------ the grader's side
+
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+_scratch_root: Path | None = None
+
+
+def _scratch_folder() -> Path:
+    """A fresh folder for one worker, inside this grader's own temporary folder, which other
+    users may pass through (mode 711) but not list."""
+    global _scratch_root
+    with _uid_lock:
+        if _scratch_root is None or not _scratch_root.is_dir():
+            _scratch_root = Path(tempfile.mkdtemp(prefix="vislab-sandbox-"))
+            _scratch_root.chmod(0o711)
+    return Path(tempfile.mkdtemp(dir=_scratch_root))
+
+
+def _take_uid() -> int:
+    with _uid_lock:
+        uid = next(u for u in range(UID_BASE, UID_BASE + 10000) if u not in _uids_in_use)
+        _uids_in_use.add(uid)
+        return uid
+
+
+def _give_uid(uid: int) -> None:
+    with _uid_lock:
+        _uids_in_use.discard(uid)
+
+
+class _Dead(Exception):
+    """The worker ended (or closed its pipe) before answering."""
+
+
+class _Late(Exception):
+    """The deadline passed before the worker answered."""
+
+
+class IsolatedStudent:
+    """The student's code in a worker process; `run` as in vislab.grading.Student.
+
+    `path` is the submission's lab folder (copied, links skipped, before anything runs).
+    `hide` names more folders the worker must not see (the other submissions, the output).
+    Use it as a context manager, or call `close()`, to end the worker and remove its files.
+    """
+
+    def __init__(self, path, limits: Limits | None = None, probes: list | None = None,
+                 hide: list | tuple = (), python: str | None = None):
+        self.path = Path(path).resolve()
+        self.limits = limits or Limits()
+        self.probe_files = [Path(p).resolve() for p in (probes or probe_files())]
+        self.hide = [Path(h).resolve() for h in hide]
+        self.python = python or sys.executable
+        self.poisoned: dict[str, tuple[str, str]] = {}  # module -> (status, message)
+        self.protections: list[str] = []
+        self.startups = 0
+        self._uid = _take_uid() if _is_root() else None
+        self._scratch: Path | None = None
+        self._proc = self._cgroups = None
+        self._deadline: float | None = None
+        self._limit = 0.0
+        self._buffer = bytearray()
+        self._output = bytearray()
+        self._output_dropped = 0
+        self._next_id = 0
+        self._importing: str | None = None
+        self._failed_start = ""
+        self._prepare()
+
+    # -------------------------------------------------------------------- public interface
+
+    def run(self, probe, **inputs):
+        """`probe(lab, **inputs)` in the worker; plain values, or StudentError / CheckTimeout."""
+        from vislab.grading import CheckTimeout
+        from vislab.probing import StudentError
+
+        module, name = self._probe_name(probe)
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        if self._deadline is None:  # a run outside time_limit ends too
+            limit, deadline = 600.0, time.monotonic() + 600.0
+        else:
+            limit, deadline = self._limit, self._deadline
+        self._next_id += 1
+        request = {"id": self._next_id, "module": module, "name": name, "inputs": inputs}
+        oom_before = self._cgroups.oom_kills() if self._cgroups else -1
+        self._importing = None
+        try:
+            self._send(encode(request), deadline)
+            while True:
+                message = self._receive(deadline)
+                if "event" in message:
+                    self._importing = (message.get("module") if message["event"] == "importing"
+                                       else None)
+                    continue
+                if message.get("id") != self._next_id:
+                    continue  # a stale or forged frame
+                break
+        except _Late:
+            self._stop()
+            if self._importing:
+                text = (f"importing {self._importing}.py did not finish in {limit:g} s "
+                        f"(an endless loop at import time?)")
+                self.poisoned[self._importing] = ("timeout", text)
+                raise CheckTimeout(text) from None
+            raise CheckTimeout(f"did not finish in {limit:g} s (an endless loop?)") from None
+        except _Dead as exc:
+            status, text = self._death(str(exc), oom_before)
+            self._stop()
+            if self._importing:
+                text = f"importing {self._importing}.py: {text}"
+                self.poisoned[self._importing] = (status, text)
+            raise StudentError(status, text) from None
+        self._keep_output(message.get("output"))
+        if "error" in message:
+            error = message["error"]
+            if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+                raise StudentError("error", "the worker sent a malformed error")
+            status = error.get("status")
+            if status not in ("failed", "not implemented", "error", "timeout", "memory"):
+                status = "error"
+            todo = error.get("todo") if isinstance(error.get("todo"), str) else None
+            raise StudentError(status, error["message"][:1000], todo)
+        return message.get("ok")
+
+    def start(self) -> None:
+        """Start the worker now (else the first `run` does); SandboxError if it cannot."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float):
+        """Every `run` inside the block shares one wall-clock budget of `seconds` (times the
+        limits' scale); a worker's start-up is not counted."""
+        self._limit = seconds * self.limits.timeout_scale
+        self._deadline = time.monotonic() + self._limit
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def take_output(self) -> str:
+        text = self._output.decode("utf-8", "replace")
+        if self._output_dropped:
+            text += f"\n... ({self._output_dropped} more bytes not shown)"
+        self._output, self._output_dropped = bytearray(), 0
+        return text
+
+    def close(self) -> None:
+        self._stop()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+        if self._uid is not None:
+            _give_uid(self._uid)
+            self._uid = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # ---------------------------------------------------------------------- the worker
+
+    def _prepare(self) -> None:
+        """The worker's files: a copy of the submission and of the probes, in a folder that
+        only this worker's user may enter."""
+        root = _scratch_folder()
+        self._scratch = root
+        try:
+            copy_tree_safely(self.path, root / "lab" / self.path.name)
+            (root / "probes").mkdir()
+            for p in self.probe_files:
+                shutil.copyfile(p, root / "probes" / p.name)
+            (root / "home").mkdir()
+            (root / "root").mkdir()
+            if self._uid is not None:
+                for folder, dirs, files in os.walk(root):
+                    for name in [folder] + [os.path.join(folder, n) for n in dirs + files]:
+                        os.chown(name, self._uid, self._uid)
+                        os.chmod(name, 0o700 if os.path.isdir(name) else 0o600)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    def _config(self) -> dict:
+        lab = self.path.name
+        hide = [str(p) for p in secret_paths() + self.hide]
+        hide.append(str(self._scratch.parent))  # other workers' scratch folders
+        return {
+            "scratch": str(self._scratch), "lab": lab, "uid": self._uid,
+            "exposed": exposed_paths(), "hide": hide, "limits": asdict(self.limits),
+            "poisoned": {k: list(v) for k, v in self.poisoned.items()},
+            "probe_modules": [p.stem for p in self.probe_files],
+        }
+
+    def _start(self) -> None:
+        self._stop()
+        if self._failed_start:  # the sandbox itself is broken: do not retry for every check
+            raise SandboxError(self._failed_start)
+        self.startups += 1
+        name = f"vislab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._cgroups = Cgroups(name, self.limits)
+        config = self._config()
+        config["cgroups"] = self._cgroups.procs_files
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        out_r, out_w = os.pipe()
+        config["fds"] = [req_r, resp_w]
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "HOME": str(self._scratch / "home")}
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-I", "-B", "-m", "vislab.sandbox", "start", json.dumps(config)],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
+                start_new_session=True, env=env, cwd="/")
+        finally:
+            for fd in (req_r, resp_w, out_w):
+                os.close(fd)
+        self._req, self._resp, self._out = req_w, resp_r, out_r
+        for fd in (req_w, resp_r, out_r):
+            os.set_blocking(fd, False)
+        self._buffer = bytearray()
+        deadline = time.monotonic() + self.limits.startup
+        try:
+            ready = self._receive(deadline)
+        except (_Dead, _Late) as exc:
+            lines = bytes(self._output).decode("utf-8", "replace").strip().splitlines()
+            self._stop()
+            self._failed_start = (f"the grading worker did not start ({exc}"
+                                  f"{'; it said: ' + lines[-1][:300] if lines else ''})")
+            raise SandboxError(self._failed_start) from None
+        self._output, self._output_dropped = bytearray(), 0
+        if not ready.get("ready"):
+            self._stop()
+            raise SandboxError("the grading worker did not start")
+        self.protections = self._cgroups.active + [str(p) for p in ready.get("isolation", [])]
+        if self._deadline is not None:  # start-up time is not the student's
+            self._deadline += time.monotonic() - (deadline - self.limits.startup)
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                proc.kill()
+        if self._cgroups is not None:
+            self._cgroups.remove()
+            self._cgroups = None
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            for fd in (self._req, self._resp, self._out):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _probe_name(self, probe) -> tuple[str, str]:
+        module = sys.modules.get(getattr(probe, "__module__", None) or "")
+        file = getattr(module, "__file__", None)
+        qualname = getattr(probe, "__qualname__", "")
+        if file is None or Path(file).resolve() not in self.probe_files or "<" in qualname:
+            raise ValueError(f"{qualname or probe!r} is not a module-level function of a probes "
+                             f"file this sandbox exposes ({[p.name for p in self.probe_files]})")
+        return Path(file).stem, qualname
+
+    # ------------------------------------------------------------------------ the pipes
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        return deadline - time.monotonic()
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(HEADER.pack(len(data)) + data)
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._req, selectors.EVENT_WRITE)
+            sel.register(self._out, selectors.EVENT_READ)
+            while view:
+                left = self._remaining(deadline)
+                if left <= 0:
+                    raise _Late()
+                for key, _ in sel.select(min(left, 0.5)):
+                    if key.fd == self._out:
+                        self._drain_output()
+                        continue
+                    try:
+                        view = view[os.write(self._req, view[:1 << 16]):]
+                    except BlockingIOError:
+                        pass
+                    except (BrokenPipeError, OSError):
+                        raise _Dead("the worker closed its input") from None
+                if view and self._proc.poll() is not None:
+                    raise _Dead(self._exit_text())
+
+    def _receive(self, deadline: float) -> dict:
+        """The next frame from the worker, decoded and checked."""
+        while True:
+            if len(self._buffer) >= HEADER.size:
+                size = HEADER.unpack_from(self._buffer)[0]
+                if size > self.limits.result_size:
+                    raise _Dead(f"it sent {size} bytes, more than the "
+                                f"{self.limits.result_size // MiB} MiB allowed")
+                if len(self._buffer) >= HEADER.size + size:
+                    data = bytes(self._buffer[HEADER.size:HEADER.size + size])
+                    del self._buffer[:HEADER.size + size]
+                    return self._decode(data)
+            self._fill(deadline)
+
+    def _decode(self, data: bytes) -> dict:
+        try:
+            message = check_plain(decode(data))
+        except Exception as exc:  # noqa: BLE001 - anything unreadable is the worker's fault
+            return {"id": self._next_id, "error": {
+                "status": "error", "message": f"the result could not be read back safely "
+                                              f"({type(exc).__name__}: {str(exc)[:200]})"}}
+        if not isinstance(message, dict):
+            return {"id": self._next_id, "error": {"status": "error",
+                                                   "message": "the worker sent a malformed reply"}}
+        return message
+
+    def _fill(self, deadline: float) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._resp, selectors.EVENT_READ)
+            sel.register(self._out, selectors.EVENT_READ)
+            while True:
+                left = self._remaining(deadline)
+                if left <= 0:
+                    raise _Late()
+                events = sel.select(min(left, 0.25))
+                for key, _ in events:
+                    if key.fd == self._out:
+                        self._drain_output()
+                for key, _ in events:
+                    if key.fd == self._resp:
+                        try:
+                            chunk = os.read(self._resp, 1 << 20)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            self._drain_output()
+                            raise _Dead(self._exit_text(wait=True))
+                        self._buffer += chunk
+                        return
+                if not events and self._proc.poll() is not None:
+                    # the worker is gone; its pipe may stay open in a straggler's hands
+                    self._drain_output()
+                    raise _Dead(self._exit_text())
+
+    def _drain_output(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._out, 1 << 16)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                return
+            room = self.limits.output - len(self._output)
+            self._output += chunk[:max(room, 0)]
+            self._output_dropped += max(0, len(chunk) - max(room, 0))
+
+    def _keep_output(self, text) -> None:
+        if isinstance(text, str) and text:
+            data = text.encode()
+            room = self.limits.output - len(self._output)
+            self._output += data[:max(room, 0)]
+            self._output_dropped += max(0, len(data) - max(room, 0))
+
+    def _exit_text(self, wait: bool = False) -> str:
+        code = self._proc.poll()
+        if code is None and wait:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(timeout=2)
+        if code is None:
+            return "it closed the pipe to the grader"
+        if code < 0 or code > 128:
+            sig = -code if code < 0 else code - 128
+            with contextlib.suppress(ValueError):
+                return f"it was killed by {signal.Signals(sig).name}"
+        return f"it exited with code {code}"
+
+    def _death(self, how: str, oom_before: int) -> tuple[str, str]:
+        oom_after = self._cgroups.oom_kills() if self._cgroups else -1
+        if oom_after > oom_before >= 0 or (oom_before < 0 and "SIGKILL" in how):
+            limit = self.limits.memory / GiB
+            return "memory", (f"ran out of memory: the grading process was stopped at its "
+                              f"{limit:g} GiB limit (a huge tensor?)")
+        if "SIGXCPU" in how:
+            return "timeout", "used up the CPU time grading allows"
+        return "error", (f"the grading process ended while running your code ({how}): does "
+                         f"your code call os._exit or sys.exit, or crash the interpreter?")
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# ------------------------------------------------------------------ the worker's side
+
+def _stage_start(config: dict) -> None:
+    """First stage, still privileged: cgroups, limits, namespaces, the private root file
+    system, an unprivileged user; then exec the serving stage in a fresh interpreter."""
+    libc = _libc()
+    report = []
+    if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for procs in config["cgroups"]:
+        with contextlib.suppress(OSError):
+            Path(procs).write_text(str(os.getpid()))
+    limits = config["limits"]
+    _set_rlimits(limits, config["uid"] is not None)
+    report.append(f"rlimits (files {limits['file_size'] // MiB} MiB, CPU "
+                  f"{limits['cpu_seconds']} s)")
+
+    scratch = Path(config["scratch"])
+    lab_dir, probes_dir = scratch / "lab" / config["lab"], scratch / "probes"
+    home = scratch / "home"
+    namespaces, reason = _unshare(libc, config["uid"])
+    if namespaces:
+        report.append("namespaces: " + ", ".join(namespaces))
+    else:
+        report.append(f"no namespaces ({reason})")
+    if "pid" in namespaces:
+        _become_init()  # returns in the worker, PID 2 of the new namespace
+    if "mount" in namespaces:
+        try:
+            _private_root(libc, config, pid_namespace="pid" in namespaces)
+            lab_dir = Path(INSIDE) / "lab" / config["lab"]
+            probes_dir, home = Path(INSIDE) / "probes", Path("/tmp/home")
+            report.append("private root file system (solutions, checks, other submissions and "
+                          "the output are not in it)")
+        except OSError as exc:
+            report.append(f"no private file system ({exc})")
+    if config["uid"] is not None:
+        uid = config["uid"]
+        if home == Path("/tmp/home"):
+            home.mkdir(mode=0o700)
+            os.chown(home, uid, uid)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        report.append(f"unprivileged user (uid {uid})")
+    elif "user" in namespaces and home == Path("/tmp/home"):
+        home.mkdir(mode=0o700)
+    if libc is not None:
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    report.append("no network (own network namespace)" if "net" in namespaces
+                  else "network: NOT isolated")
+    serve = dict(config, lab_dir=str(lab_dir), probes_dir=str(probes_dir), home=str(home),
+                 report=report)
+    for fd in config["fds"]:
+        os.set_inheritable(fd, True)
+    threads = str(int(limits["threads"]))
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home),
+           "TMPDIR": str(home), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(home / ".matplotlib"),
+           "TORCH_HOME": str(home / ".torch")}
+    os.chdir(home)
+    os.execve(sys.executable, [sys.executable, "-I", "-B", "-m", "vislab.sandbox", "serve",
+                               json.dumps(serve)], env)
+
+
+def _set_rlimits(limits: dict, switching_user: bool) -> None:
+    import resource
+
+    def set_limit(kind, value):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            soft, hard = resource.getrlimit(kind)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (value, value))
+
+    set_limit(resource.RLIMIT_CORE, 0)
+    set_limit(resource.RLIMIT_FSIZE, int(limits["file_size"]))
+    set_limit(resource.RLIMIT_CPU, int(limits["cpu_seconds"]))
+    if switching_user:  # counts the processes of the worker's own uid: binds once it is not root
+        set_limit(resource.RLIMIT_NPROC, int(limits["pids"]))
+
+
+def _unshare(libc, uid) -> tuple[list[str], str]:
+    if libc is None:
+        return [], "not Linux"
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    names = ["mount", "pid", "net", "ipc", "uts"]
+    if uid is not None and libc.unshare(flags) == 0:
+        return names, ""
+    if uid is None:  # not root: a user namespace makes the others possible
+        outer_uid, outer_gid = os.getuid(), os.getgid()
+        if libc.unshare(flags | CLONE_NEWUSER) == 0:
+            try:
+                Path("/proc/self/setgroups").write_text("deny")
+                Path("/proc/self/uid_map").write_text(f"1000 {outer_uid} 1")
+                Path("/proc/self/gid_map").write_text(f"1000 {outer_gid} 1")
+            except OSError as exc:
+                return ["user"] + names, f"uid map: {exc}"
+            return ["user"] + names, ""
+    return [], os.strerror(ctypes.get_errno())
+
+
+def _become_init() -> None:
+    """In a new PID namespace: fork PID 1, which reaps orphans and ends with the worker (the
+    kernel then kills everything left in the namespace); the worker is PID 2. The first stage,
+    outside, waits and exits with the worker's status."""
+    libc = _libc()
+    child = os.fork()
+    if child:  # outside the namespace: wait, mirror the exit status
+        for fd in range(3, 256):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _, status = os.waitpid(child, 0)
+        os._exit(_exit_code(status))
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    worker = os.fork()
+    if worker == 0:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return
+    for fd in range(3, 256):  # PID 1 keeps no pipe to the grader open
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == worker:
+            os._exit(_exit_code(status))
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+
+
+def _private_root(libc, config: dict, pid_namespace: bool) -> None:
+    """A new root file system on a tmpfs: the exposed paths bound read-only, the submission and
+    the probes read-only under /sandbox, a private /tmp, a few devices and /proc; then
+    pivot_root into it and drop the old one."""
+    scratch = Path(config["scratch"])
+    root = scratch / "root"
+    limits = config["limits"]
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+
+    def bind(source: str, target: str, writable: bool = False, devices: bool = False):
+        inside = root / target.lstrip("/")
+        if os.path.islink(source):
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            if not os.path.lexists(inside):
+                os.symlink(os.readlink(source), inside)
+            return
+        if not os.path.exists(source):
+            return
+        if os.path.isdir(source):
+            inside.mkdir(parents=True, exist_ok=True)
+        else:
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            inside.touch()
+        _mount(libc, source, inside, None, MS_BIND | MS_REC)
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if devices else MS_NODEV)
+        _mount(libc, None, inside, None, flags | (0 if writable else MS_RDONLY))
+
+    for path in config["exposed"]:
+        bind(path, path)
+    for name in ("null", "zero", "full", "random", "urandom"):
+        bind(f"/dev/{name}", f"/dev/{name}", writable=True, devices=True)
+    for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(to, root / "dev" / name)
+    (root / "dev" / "shm").mkdir()
+    _mount(libc, "tmpfs", root / "dev" / "shm", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={limits['tmp_size']},mode=1777")
+    (root / "tmp").mkdir()
+    _mount(libc, "tmpfs", root / "tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={limits['tmp_size']},mode=1777")
+    bind(str(scratch / "lab"), f"{INSIDE}/lab")
+    bind(str(scratch / "probes"), f"{INSIDE}/probes")
+    # where an exposed path holds a secret, an empty read-only folder covers it
+    for secret in config["hide"]:
+        inside = root / secret.lstrip("/")
+        exposed = any(secret == e or secret.startswith(e.rstrip("/") + "/")
+                      for e in config["exposed"])
+        if exposed and os.path.isdir(inside):
+            _mount(libc, "tmpfs", inside, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
+    (root / "proc").mkdir()
+    (root / ".old").mkdir()
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(0, f"pivot_root: unknown machine {os.uname().machine}")
+    _ok(libc.syscall(number, str(root).encode(), str(root / ".old").encode()), "pivot_root")
+    os.chdir("/")
+    if pid_namespace:
+        _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    else:
+        _mount(libc, "/.old/proc", "/proc", None, MS_BIND | MS_REC)
+    _ok(libc.umount2(b"/.old", MNT_DETACH), "umount the old root")
+    os.rmdir("/.old")
+    _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+class _ImportPoisoned(Exception):
+    pass
+
+
+class _WatchedLab:
+    """The student's lab as probes see it: each module's first import is announced to the
+    grader (so a hang or crash at import is pinned on the module); a module the grader knows to
+    hang or crash at import is refused at once."""
+
+    def __init__(self, lab, announce, poisoned: dict):
+        self._lab, self._announce, self._poisoned = lab, announce, poisoned
+        self._modules = {}
+        self.path = lab.path
+
+    def _load(self, name: str, load):
+        from vislab.probing import StudentError
+
+        if name in self._poisoned:
+            status, message = self._poisoned[name]
+            raise StudentError(status, message)
+        self._announce({"event": "importing", "module": name})
+        module = load()
+        self._announce({"event": "imported", "module": name})
+        return module
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._modules:
+            if self._lab._package is None:
+                from vislab.impl import load_package
+                self._lab._package = self._load("__init__", lambda: load_package(self.path))
+            self._modules[name] = self._load(name, lambda: getattr(self._lab, name))
+        return self._modules[name]
+
+
+def _stage_serve(config: dict) -> None:
+    """Second stage, unprivileged: import torch, say ready, serve probe calls until EOF."""
+    req, resp = config["fds"]
+    for fd in (req, resp):
+        os.set_inheritable(fd, False)
+    limits = config["limits"]
+    import torch
+
+    torch.set_num_threads(max(1, int(limits["threads"])))
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    report = list(config["report"])
+    if not any(r.startswith("memory cgroup") for r in report):
+        _limit_address_space(limits["memory"])
+        report.append(f"address space limit ({limits['memory'] / GiB:g} GiB above torch's)")
+
+    from vislab.impl import import_lab
+    from vislab.probing import Capture, StudentError, run_probe
+
+    package = "_vislab_autograder"
+    spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+    module = importlib.util.module_from_spec(spec)
+    module.__path__ = [config["probes_dir"]]
+    sys.modules[package] = module
+
+    def send(message: dict) -> None:
+        write_frame(resp, encode(message))
+
+    send({"ready": True, "isolation": report})
+    lab = _WatchedLab(import_lab(config["lab_dir"]), send,
+                      {k: tuple(v) for k, v in config["poisoned"].items()})
+    capture = Capture(limits["output"])
+    while True:
+        data = read_frame(req)
+        if data is None:
+            os._exit(0)
+        request = decode(data)
+        reply = {"id": request["id"]}
+        try:
+            if request["module"] not in config["probe_modules"]:
+                raise StudentError("error", f"grader error: no probes module {request['module']}")
+            probes = importlib.import_module(f"{package}.{request['module']}")
+            probe = probes
+            for part in request["name"].split("."):
+                probe = getattr(probe, part)
+            reply["ok"] = run_probe(lab, probe, request["inputs"], capture)
+        except StudentError as exc:
+            reply["error"] = exc.to_dict()
+        reply["output"] = capture.take()
+        try:
+            data = encode(reply)
+        except Exception as exc:  # noqa: BLE001
+            data = encode({"id": request["id"], "output": reply["output"], "error": {
+                "status": "error", "message": f"the result could not be sent: {exc}"[:300]}})
+        write_frame(resp, data)
+
+
+def _limit_address_space(extra: int) -> None:
+    """Without a memory cgroup: cap virtual memory at what torch already mapped plus `extra`."""
+    import resource
+
+    try:
+        size = int(next(line.split()[1] for line in Path("/proc/self/status").read_text()
+                        .splitlines() if line.startswith("VmSize:"))) * 1024
+    except (OSError, StopIteration, ValueError):
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (size + extra + GiB, size + extra + GiB))
+
+
+def main(argv: list[str]) -> None:
+    stage, config = argv[0], json.loads(argv[1])
+    if stage == "start":
+        _stage_start(config)
+    elif stage == "serve":
+        _stage_serve(config)
+    else:
+        raise SystemExit(f"unknown stage {stage}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
