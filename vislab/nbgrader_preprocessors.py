@@ -1,0 +1,102 @@
+"""nbgrader preprocessors that make `nbgrader autograde` grade through vislab's sandbox.
+
+Configured by the nbgrader_config.py that `vislab nbgrader init` writes:
+
+- UseReleasedCells (replaces nbgrader's sanitize step): the submitted notebook's cells and
+  metadata are replaced by the released notebook's, outputs empty. Nothing a student wrote into
+  a notebook (extra cells, changed grade cells, fake outputs, metadata) survives.
+- GradeWithVislab (replaces nbgrader's Execute step): no kernel is started. For an assignment
+  that is a vislab lab, the student's submitted folder is copied safely (links skipped) and
+  graded by vislab.autograde.grade_submission, i.e. in vislab's sandbox, with the scores
+  decided in this process; each graded cell then gets the task's message as text and its
+  points as the cell's result, which nbgrader's SaveAutoGrades stores as partial credit.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_output
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Dict, Float
+
+from vislab.nbgrader import grade_id
+
+
+class UseReleasedCells(NbGraderPreprocessor):
+    """Replace the submitted notebook by the released one (cells, metadata; no outputs)."""
+
+    def preprocess(self, nb, resources):
+        coursedir = CourseDirectory(config=self.config)
+        info = resources["nbgrader"]
+        released = Path(coursedir.format_path(coursedir.release_directory, ".",
+                                              info["assignment"])) / f"{info['notebook']}.ipynb"
+        if not released.is_file():  # nbgrader skips notebooks it does not know; be safe anyway
+            raise FileNotFoundError(f"no released notebook {released}: run "
+                                    f"`nbgrader generate_assignment {info['assignment']}` first")
+        clean = nbformat.read(released, as_version=4)
+        for cell in clean.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nb.cells, nb.metadata = clean.cells, clean.metadata
+        return nb, resources
+
+
+class GradeWithVislab(NbGraderPreprocessor):
+    """Grade the submission's lab files in vislab's sandbox; write points under grade cells."""
+
+    labs = Dict({}, help="assignment name -> vislab lab name").tag(config=True)
+    memory_gib = Float(3.0, help="memory per submission's sandbox, GiB").tag(config=True)
+    timeout_scale = Float(1.0, help="multiplies every check's time limit").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        from vislab.autograde import grade_submission
+        from vislab.grading import load_lab
+        from vislab.sandbox import Limits
+
+        info = resources["nbgrader"]
+        lab_name = self.labs.get(info["assignment"])
+        grade_cells = [c for c in nb.cells
+                       if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+        if not lab_name or not grade_cells:
+            return nb, resources  # not a vislab notebook: nothing is run, nothing is graded
+        coursedir = CourseDirectory(config=self.config)
+        submitted = Path(coursedir.format_path(coursedir.submitted_directory, info["student"],
+                                               info["assignment"]))
+        lab = load_lab(lab_name)
+        limits = Limits(memory=int(self.memory_gib * 2**30), timeout_scale=self.timeout_scale)
+        workdir = Path(tempfile.mkdtemp(prefix="vislab-nbgrader-"))
+        try:
+            rep = grade_submission(lab, "submission", submitted, workdir, limits,
+                                   hide=(Path(coursedir.root).resolve(),))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.log.info("vislab graded %s/%s: %g/%g points (%s)", info["student"],
+                      info["assignment"], rep["earned"], rep["possible"],
+                      "; ".join(rep["protections"]) or "no protections recorded")
+        rows = {grade_id(r["task"]): r for r in rep["tasks"]}
+        for cell in grade_cells:
+            cell.outputs = self._outputs(cell, rows.get(cell.metadata["nbgrader"]["grade_id"]),
+                                         rep)
+            cell.execution_count = None
+        return nb, resources
+
+    @staticmethod
+    def _outputs(cell, row: dict | None, rep: dict) -> list:
+        max_points = float(cell.metadata["nbgrader"].get("points", 0))
+        if row is None:
+            return [new_output("error", ename="NotGraded", evalue="vislab has no task for this "
+                               "cell", traceback=[])]
+        checks = [c for c in rep["checks"] if c["task"] == row["task"]]
+        lines = [f"{row['task']}: {row['earned']:g}/{row['possible']:g} {row['status']}"]
+        lines += [f"  {c['check']}: {c['status']}" + (f" - {c['message']}" if c["message"] else "")
+                  for c in checks]
+        fraction = row["earned"] / row["possible"] if row["possible"] else 0.0
+        points = round(min(max(fraction, 0.0), 1.0) * max_points, 4)
+        return [new_output("stream", name="stdout", text="\n".join(lines) + os.linesep),
+                new_output("execute_result", data={"text/plain": f"{points:g}"},
+                           execution_count=None)]
