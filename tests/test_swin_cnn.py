@@ -38,22 +38,20 @@ def by_task(cases: dict) -> list:
 
 # -------------------------------------------------------------------- plausible mistakes
 
-BN_STATS = """            mean = x.mean(dim=(0, 2, 3))                        # (C,)
-            var = x.var(dim=(0, 2, 3), unbiased=False)          # (C,)
-"""
-BN_NORMALISE = "        x_hat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps)"
+BN_MEAN = "mean = x.mean(dim=(0, 2, 3), keepdim=True)                  # (1, C, 1, 1)"
+BN_VAR = "var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)           # (1, C, 1, 1), biased"
+BN_RUNNING = ("                self.running_mean.lerp_(mean.flatten(), self.momentum)\n"
+              "                self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)\n")
+BN_OUT = ("        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)  # (1, C, 1, 1)\n"
+          "        return torch.addcmul(self.bias.view(1, -1, 1, 1), xc, scale)     # beta + xc * scale")
 
 
 def bn_over(dims: str) -> list:
-    """BatchNorm with its statistics over other axes (keepdim, so that the shapes still work)."""
-    return [(BN_STATS, f"""            mean = x.mean(dim={dims}, keepdim=True)
-            var = x.var(dim={dims}, unbiased=False, keepdim=True)
-"""), ("                self.running_mean.lerp_(mean, self.momentum)\n"
-       "                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)\n",
-       "                pass\n"),
-           ("        else:\n            mean, var = self.running_mean, self.running_var\n"
-            "        x_hat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps)",
-            "        x_hat = (x - mean) / torch.sqrt(var + self.eps)")]
+    """BatchNorm with its statistics over other axes (keepdim, so that the shapes still work;
+    the running statistics, which would no longer fit, are left alone)."""
+    return [(BN_MEAN, f"mean = x.mean(dim={dims}, keepdim=True)"),
+            (BN_VAR, f"var = (xc * xc).mean(dim={dims}, keepdim=True)"),
+            (BN_RUNNING, "                pass\n")]
 
 
 MISTAKES = {
@@ -111,6 +109,11 @@ MISTAKES = {
          ("torch.roll(x, shifts=(shift, shift), dims=(1, 2))\n        return x",
           "torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))\n        return x")],
         "wrong direction"),
+    "rolled along H only": (
+        "swin.shifted_window", "swin.py",
+        [("torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))", "torch.roll(x, -shift, dims=1)"),
+         ("torch.roll(x, shifts=(shift, shift), dims=(1, 2))", "torch.roll(x, shift, dims=1)")],
+        "along H only"),
     "mask that blocks nothing": (
         "swin.shifted_window", "swin.py",
         [("return torch.zeros(same.shape).masked_fill(~same, -100.0)", "return torch.zeros(same.shape)")],
@@ -120,6 +123,11 @@ MISTAKES = {
         [("torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2],\n                       x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)",
           "torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2],\n                       x[:, 1::2, 0::2], x[:, 1::2, 1::2]], dim=-1)")],
         "row-major order"),
+    "patch merging in pixel_unshuffle's order": (
+        "swin.patch_merging", "swin.py",
+        [("torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2],\n                       x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)",
+          "F.pixel_unshuffle(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)")],
+        "pixel_unshuffle"),
     "patch merging without its norm": (
         "swin.patch_merging", "swin.py",
         [("return self.reduction(self.norm(x))", "return self.reduction(x)")], "no LayerNorm"),
@@ -154,6 +162,11 @@ MISTAKES = {
         "convnext.block", "convnext.py",
         [("return x + drop_path(y, self.drop_path, self.training)",
           "return drop_path(y, self.drop_path, self.training)")], "no residual"),
+    "ConvNeXt LayerNorm over the whole map": (
+        "convnext.block", "convnext.py",
+        [("self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))",
+          "self.pwconv2(F.gelu(self.pwconv1(F.layer_norm(y, y.shape[1:]) * self.norm.weight + self.norm.bias)))")],
+        "LayerNorm over (H, W, C)"),
     "stochastic depth not rescaled": (
         "convnext.block", "convnext.py", [("return x * keep.to(x.dtype) / (1 - p)", "return x * keep.to(x.dtype)")],
         "unscaled"),
@@ -182,51 +195,46 @@ MISTAKES = {
     "BatchNorm statistics over H, W": (
         "norms", "norms.py", bn_over("(2, 3)"), "that is InstanceNorm"),
     "BatchNorm normalising with the unbiased variance": (
-        "norms", "norms.py",
-        [("var = x.var(dim=(0, 2, 3), unbiased=False)          # (C,)", "var = x.var(dim=(0, 2, 3))")],
-        "unbiased variance"),
+        "norms", "norms.py", [(BN_VAR, "var = x.var(dim=(0, 2, 3), keepdim=True)")], "unbiased variance"),
     "BatchNorm keeping the biased variance": (
         "norms", "norms.py",
-        [("self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)",
-          "self.running_var.lerp_(var, self.momentum)")], "biased batch variance in running_var"),
+        [("self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)",
+          "self.running_var.lerp_(var.flatten(), self.momentum)")], "biased batch variance in running_var"),
     "BatchNorm momentum the wrong way round": (
         "norms", "norms.py",
-        [("self.running_mean.lerp_(mean, self.momentum)", "self.running_mean.lerp_(mean, 1 - self.momentum)")],
-        "the wrong way round"),
+        [("self.running_mean.lerp_(mean.flatten(), self.momentum)",
+          "self.running_mean.lerp_(mean.flatten(), 1 - self.momentum)")], "the wrong way round"),
     "BatchNorm with batch statistics in eval mode": (
-        "norms", "norms.py",
-        [("        if self.training:\n            mean = x.mean(dim=(0, 2, 3))", "        if True:\n            mean = x.mean(dim=(0, 2, 3))")],
+        "norms", "norms.py", [("        if self.training:\n            " + BN_MEAN, "        if True:\n            " + BN_MEAN)],
         "batch statistics in evaluation mode"),
     "BatchNorm with detached statistics": (
-        "norms", "norms.py",
-        [("mean = x.mean(dim=(0, 2, 3))  ", "mean = x.detach().mean(dim=(0, 2, 3))  "),
-         ("var = x.var(dim=(0, 2, 3), unbiased=False)  ", "var = x.detach().var(dim=(0, 2, 3), unbiased=False)  ")],
+        "norms", "norms.py", [(BN_MEAN, "mean = x.detach().mean(dim=(0, 2, 3), keepdim=True)"),
+                              (BN_VAR, "var = (xc * xc).detach().mean(dim=(0, 2, 3), keepdim=True)")],
         "detached statistics"),
     "BatchNorm calling F.batch_norm": (
         "norms", "norms.py",
-        [(BN_NORMALISE + "\n        return _affine(x_hat, self.weight, self.bias)",
-          "        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, "
-          "self.weight, self.bias, self.training, self.momentum, self.eps)")],
+        [(BN_OUT, "        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, "
+                  "self.weight, self.bias, self.training, self.momentum, self.eps)")],
         "called batch_norm"),
     "InstanceNorm with batch statistics": (
         "norms", "norms.py",
-        [("mean = x.mean(dim=(2, 3), keepdim=True)                 # (B, C, 1, 1)",
-          "mean = x.mean(dim=(0, 2, 3), keepdim=True)"),
-         ("var = x.var(dim=(2, 3), unbiased=False, keepdim=True)   # (B, C, 1, 1)",
-          "var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)")], "that is BatchNorm"),
+        [("xc = x - x.mean(dim=(2, 3), keepdim=True)                # (B, C, H, W)",
+          "xc = x - x.mean(dim=(0, 2, 3), keepdim=True)"),
+         ("var = (xc * xc).mean(dim=(2, 3), keepdim=True)           # (B, C, 1, 1)",
+          "var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)")], "that is BatchNorm"),
     "LayerNorm over the channels only": (
         "norms", "norms.py",
-        [("mean = x.mean(dim=(1, 2, 3), keepdim=True)                 # (B, 1, 1, 1)",
-          "mean = x.mean(dim=1, keepdim=True)"),
-         ("var = x.var(dim=(1, 2, 3), unbiased=False, keepdim=True)   # (B, 1, 1, 1)",
-          "var = x.var(dim=1, unbiased=False, keepdim=True)")], "ConvNeXt's LayerNorm2d"),
+        [("xc = x - x.mean(dim=(1, 2, 3), keepdim=True)             # (B, C, H, W)",
+          "xc = x - x.mean(dim=1, keepdim=True)"),
+         ("var = (xc * xc).mean(dim=(1, 2, 3), keepdim=True)        # (B, 1, 1, 1)",
+          "var = (xc * xc).mean(dim=1, keepdim=True)")], "ConvNeXt's LayerNorm2d"),
     "GroupNorm with interleaved groups": (
         "norms", "norms.py",
         [("        g = x.reshape(B, self.num_groups, -1)                         # (B, G, C/G*H*W)\n",
           "        G = self.num_groups\n"
           "        g = x.reshape(B, C // G, G, H * W).transpose(1, 2).reshape(B, G, -1)\n"),
-         ("x_hat = ((g - mean) / torch.sqrt(var + self.eps)).view(B, C, H, W)",
-          "x_hat = ((g - mean) / torch.sqrt(var + self.eps)).view(B, G, C // G, H * W)"
+         ("x_hat = (gc * torch.rsqrt(var + self.eps)).view(B, C, H, W)",
+          "x_hat = (gc * torch.rsqrt(var + self.eps)).view(B, G, C // G, H * W)"
           ".transpose(1, 2).reshape(B, C, H, W)")], "g + G"),
     "Batch-Instance Norm without the clamp": (
         "norms", "norms.py", [("rho = self.gate.clamp(0, 1).view(1, -1, 1, 1)", "rho = self.gate.view(1, -1, 1, 1)")],
@@ -246,6 +254,9 @@ MISTAKES = {
     "Grad-CAM with pixel-wise weights": (
         "gradcam", "gradcam.py", [("alpha = grads.mean(dim=(2, 3), keepdim=True)", "alpha = grads")],
         "no spatial average"),
+    "Grad-CAM normalising the map": (
+        "gradcam", "gradcam.py", [("    return cam.detach(), target", "    return (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach(), target")],
+        "divided by its maximum"),
     "Grad-CAM leaving its hook": (
         "gradcam", "gradcam.py", [("    finally:\n        handle.remove()", "    finally:\n        pass")],
         "still registered"),
@@ -444,29 +455,32 @@ ALTERNATIVES = {
         for i, (width, stride) in enumerate(zip(c.widths, (1, 2, 2))):
             setattr(self, f"layer{i + 1}", self.make_layer(c_in, width, n, stride, norm_layer))
             c_in = width""")]),
-    "norms with var_mean, einsum-free reshapes and in-place updates": ("norms", "norms.py", [(
-        BN_STATS + """            n = x.numel() / x.shape[1]
+    "norms with var_mean, flat views and in-place updates": ("norms", "norms.py", [(
+        "            " + BN_MEAN + """
+            xc = x - mean                                               # (B, C, H, W)
+            """ + BN_VAR + """
+            n = x.numel() // x.shape[1]
             with torch.no_grad():
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)""",
+""" + BN_RUNNING.rstrip("\n"),
         """            flat = x.transpose(0, 1).reshape(x.shape[1], -1)      # (C, B*H*W)
-            mean = flat.mean(1)
-            var = ((flat - mean[:, None]) ** 2).mean(1)
+            var, mean = torch.var_mean(flat, dim=1, unbiased=False)
+            xc = x - mean.view(1, -1, 1, 1)
+            var = var.view(1, -1, 1, 1)
             with torch.no_grad():
                 self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
                 self.running_var.mul_(1 - self.momentum).add_(
                     self.momentum * flat.var(1, unbiased=True))"""), (
         """        g = x.reshape(B, self.num_groups, -1)                         # (B, G, C/G*H*W)
-        mean = g.mean(dim=-1, keepdim=True)
-        var = g.var(dim=-1, unbiased=False, keepdim=True)
-        x_hat = ((g - mean) / torch.sqrt(var + self.eps)).view(B, C, H, W)""",
+        gc = g - g.mean(dim=-1, keepdim=True)
+        var = (gc * gc).mean(dim=-1, keepdim=True)                    # (B, G, 1)
+        x_hat = (gc * torch.rsqrt(var + self.eps)).view(B, C, H, W)""",
         """        g = x.view(B, self.num_groups, C // self.num_groups, H, W)
         var, mean = torch.var_mean(g, dim=(2, 3, 4), unbiased=False, keepdim=True)
-        x_hat = ((g - mean) * torch.rsqrt(var + self.eps)).flatten(1, 2)"""), (
-        """        mean = x.mean(dim=(1, 2, 3), keepdim=True)                 # (B, 1, 1, 1)
-        var = x.var(dim=(1, 2, 3), unbiased=False, keepdim=True)   # (B, 1, 1, 1)""",
+        x_hat = ((g - mean) / torch.sqrt(var + self.eps)).flatten(1, 2)"""), (
+        """        xc = x - x.mean(dim=(1, 2, 3), keepdim=True)             # (B, C, H, W)
+        var = (xc * xc).mean(dim=(1, 2, 3), keepdim=True)        # (B, 1, 1, 1)""",
         """        flat = x.flatten(1)
-        mean = flat.mean(1).view(-1, 1, 1, 1)
+        xc = x - flat.mean(1).view(-1, 1, 1, 1)
         var = flat.var(1, unbiased=False).view(-1, 1, 1, 1)""")]),
     "Grad-CAM with a nonlocal and einsum": ("gradcam", "gradcam.py", [(
         """    saved = []

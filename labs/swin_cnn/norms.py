@@ -42,9 +42,10 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        # TODO(norms): in training, mean and biased var over dims (0, 2, 3), update the running
-        #   estimates under torch.no_grad() (unbiased var); in eval, use the running ones.
-        raise NotImplementedError('TODO(norms): in training, mean and biased var over dims (0, 2, 3), update the running')
+        # TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased
+        #   variance; update the running estimates under torch.no_grad() (unbiased variance);
+        #   in eval, centre with running_mean and use running_var. Then scale and shift.
+        raise NotImplementedError('TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased')
 
 
 class InstanceNorm(nn.Module):
@@ -58,8 +59,8 @@ class InstanceNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        # TODO(norms): mean and biased var over dims (2, 3), keepdim; normalise; affine.
-        raise NotImplementedError('TODO(norms): mean and biased var over dims (2, 3), keepdim; normalise; affine.')
+        # TODO(norms): centre over dims (2, 3) (keepdim), biased variance, normalise; affine.
+        raise NotImplementedError('TODO(norms): centre over dims (2, 3) (keepdim), biased variance, normalise; affine.')
 
 
 class LayerNorm(nn.Module):
@@ -73,8 +74,8 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        # TODO(norms): mean and biased var over dims (1, 2, 3), keepdim; normalise; affine.
-        raise NotImplementedError('TODO(norms): mean and biased var over dims (1, 2, 3), keepdim; normalise; affine.')
+        # TODO(norms): centre over dims (1, 2, 3) (keepdim), biased variance, normalise; affine.
+        raise NotImplementedError('TODO(norms): centre over dims (1, 2, 3) (keepdim), biased variance, normalise; affine.')
 
 
 class GroupNorm(nn.Module):

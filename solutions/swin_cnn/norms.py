@@ -43,19 +43,22 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         ### BEGIN SOLUTION
-        # TODO(norms): in training, mean and biased var over dims (0, 2, 3), update the running
-        #   estimates under torch.no_grad() (unbiased var); in eval, use the running ones.
+        # TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased
+        #   variance; update the running estimates under torch.no_grad() (unbiased variance);
+        #   in eval, centre with running_mean and use running_var. Then scale and shift.
         if self.training:
-            mean = x.mean(dim=(0, 2, 3))                        # (C,)
-            var = x.var(dim=(0, 2, 3), unbiased=False)          # (C,)
-            n = x.numel() / x.shape[1]
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)                  # (1, C, 1, 1)
+            xc = x - mean                                               # (B, C, H, W)
+            var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)           # (1, C, 1, 1), biased
+            n = x.numel() // x.shape[1]
             with torch.no_grad():
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+                self.running_mean.lerp_(mean.flatten(), self.momentum)
+                self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)
         else:
-            mean, var = self.running_mean, self.running_var
-        x_hat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps)
-        return _affine(x_hat, self.weight, self.bias)
+            xc = x - self.running_mean.view(1, -1, 1, 1)
+            var = self.running_var.view(1, -1, 1, 1)
+        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)  # (1, C, 1, 1)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), xc, scale)     # beta + xc * scale
         ### END SOLUTION
 
 
@@ -71,10 +74,10 @@ class InstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         ### BEGIN SOLUTION
-        # TODO(norms): mean and biased var over dims (2, 3), keepdim; normalise; affine.
-        mean = x.mean(dim=(2, 3), keepdim=True)                 # (B, C, 1, 1)
-        var = x.var(dim=(2, 3), unbiased=False, keepdim=True)   # (B, C, 1, 1)
-        return _affine((x - mean) / torch.sqrt(var + self.eps), self.weight, self.bias)
+        # TODO(norms): centre over dims (2, 3) (keepdim), biased variance, normalise; affine.
+        xc = x - x.mean(dim=(2, 3), keepdim=True)                # (B, C, H, W)
+        var = (xc * xc).mean(dim=(2, 3), keepdim=True)           # (B, C, 1, 1)
+        return _affine(xc * torch.rsqrt(var + self.eps), self.weight, self.bias)
         ### END SOLUTION
 
 
@@ -90,10 +93,10 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         ### BEGIN SOLUTION
-        # TODO(norms): mean and biased var over dims (1, 2, 3), keepdim; normalise; affine.
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)                 # (B, 1, 1, 1)
-        var = x.var(dim=(1, 2, 3), unbiased=False, keepdim=True)   # (B, 1, 1, 1)
-        return _affine((x - mean) / torch.sqrt(var + self.eps), self.weight, self.bias)
+        # TODO(norms): centre over dims (1, 2, 3) (keepdim), biased variance, normalise; affine.
+        xc = x - x.mean(dim=(1, 2, 3), keepdim=True)             # (B, C, H, W)
+        var = (xc * xc).mean(dim=(1, 2, 3), keepdim=True)        # (B, 1, 1, 1)
+        return _affine(xc * torch.rsqrt(var + self.eps), self.weight, self.bias)
         ### END SOLUTION
 
 
@@ -116,9 +119,9 @@ class GroupNorm(nn.Module):
         #   view back to (B, C, H, W); affine.
         B, C, H, W = x.shape
         g = x.reshape(B, self.num_groups, -1)                         # (B, G, C/G*H*W)
-        mean = g.mean(dim=-1, keepdim=True)
-        var = g.var(dim=-1, unbiased=False, keepdim=True)
-        x_hat = ((g - mean) / torch.sqrt(var + self.eps)).view(B, C, H, W)
+        gc = g - g.mean(dim=-1, keepdim=True)
+        var = (gc * gc).mean(dim=-1, keepdim=True)                    # (B, G, 1)
+        x_hat = (gc * torch.rsqrt(var + self.eps)).view(B, C, H, W)
         return _affine(x_hat, self.weight, self.bias)
         ### END SOLUTION
 
@@ -148,18 +151,18 @@ class BatchInstanceNorm(nn.Module):
         # TODO(norms): x_hat_BN as in BatchNorm (with the same running-statistics update),
         #   x_hat_IN as in InstanceNorm, mix them with rho = gate.clamp(0, 1) per channel, affine.
         if self.training:
-            b_var, b_mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False, keepdim=True)
+            b_mean = x.mean(dim=(0, 2, 3))                                  # (C,)
+            b_var = x.var(dim=(0, 2, 3), unbiased=False)                    # (C,)
             n = x.numel() // x.shape[1]
             with torch.no_grad():
                 m = self.momentum
-                self.running_mean.mul_(1 - m).add_(m * b_mean.flatten())
-                self.running_var.mul_(1 - m).add_(m * b_var.flatten() * n / max(n - 1, 1))
+                self.running_mean.mul_(1 - m).add_(m * b_mean)
+                self.running_var.mul_(1 - m).add_(m * b_var * n / max(n - 1, 1))
         else:
-            b_mean = self.running_mean.view(1, -1, 1, 1)
-            b_var = self.running_var.view(1, -1, 1, 1)
-        bn = (x - b_mean) / torch.sqrt(b_var + self.eps)                    # (B, C, H, W)
-        i_var, i_mean = torch.var_mean(x, dim=(2, 3), unbiased=False, keepdim=True)
-        inst = (x - i_mean) / torch.sqrt(i_var + self.eps)                # (B, C, H, W)
+            b_mean, b_var = self.running_mean, self.running_var
+        bn = (x - b_mean.view(1, -1, 1, 1)) * torch.rsqrt(b_var.view(1, -1, 1, 1) + self.eps)
+        ic = x - x.mean(dim=(2, 3), keepdim=True)
+        inst = ic * torch.rsqrt((ic * ic).mean(dim=(2, 3), keepdim=True) + self.eps)
         rho = self.gate.clamp(0, 1).view(1, -1, 1, 1)                       # (1, C, 1, 1)
         return _affine(rho * bn + (1 - rho) * inst, self.weight, self.bias)
         ### END SOLUTION
