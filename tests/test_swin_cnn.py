@@ -780,3 +780,21 @@ def test_train_usage_errors_are_one_line(argv, words, capsys):
     assert train(*argv) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------- with the student isolated
+
+def test_checks_run_with_the_student_isolated(tmp_path):
+    """The same checks through vislab.sandbox's worker process: the solution passes (the
+    training check aside, for time), a mistake fails with its named message."""
+    from vislab.sandbox import IsolatedStudent
+    lab = load_lab(LAB)
+    lab = type(lab)(lab.name, lab.tasks, [c for c in lab.checks if c.name != TRAINING_CHECK])
+    with IsolatedStudent(SOLUTIONS_DIR / LAB) as student:
+        results = grade(lab, SOLUTIONS_DIR / LAB, student=student)
+    assert all(r.status == "passed" for r in results), [r for r in results if r.status != "passed"]
+    task, file, edits, words = MISTAKES["window not rolled back"]
+    folder = variant(tmp_path, LAB, {file: edits})
+    with IsolatedStudent(folder) as student:
+        row = summarize(lab, grade(lab, folder, task, student=student))[0]
+    assert row["status"] == "failed" and words in row["message"], row
