@@ -100,6 +100,21 @@ NETWORK = """\
             raise RuntimeError(f"LEAK: connected to {_address}")
 """
 
+# Signal 0 only asks whether a signal could be sent: harmless even where the sandbox is missing.
+PROCESSES = """\
+    import os as _os
+    _visible = [p for p in _os.listdir("/proc") if p.isdigit()]
+    print("blocked processes: sees", len(_visible), "processes")
+    if len(_visible) > 10:
+        raise RuntimeError(f"LEAK: sees {len(_visible)} processes")
+    try:
+        _os.kill(1, 0)
+    except PermissionError:
+        print("blocked signal to pid 1")
+    else:
+        raise RuntimeError("LEAK: may signal pid 1")
+"""
+
 # A bounded storm: 300 children that each sleep 1 s and exit (never an unbounded fork bomb).
 STORM = """import torch
 import os as _os
@@ -210,6 +225,7 @@ HOSTILE = {
     "writes_other_submissions_and_output": (at_solve(WRITE_OTHERS), {}, ["blocked write"]),
     "imports_solutions": (at_solve(IMPORT_SOLUTIONS), {}, ["blocked import"]),
     "opens_network_connections": (at_solve(NETWORK), {}, ["blocked network"]),
+    "sees_and_signals_processes": (at_solve(PROCESSES), {}, ["blocked signal to pid 1"]),
 }
 # the protections a case needs (from IsolatedStudent.protections) to be meaningful
 NEEDS = {
@@ -218,6 +234,7 @@ NEEDS = {
     "writes_other_submissions_and_output": ["private root file system"],
     "imports_solutions": ["private root file system"],
     "opens_network_connections": ["no network"],
+    "sees_and_signals_processes": ["pid", "unprivileged user"],
     "pickle_bomb_from_a_patched_worker": [],
 }
 
@@ -444,6 +461,23 @@ def test_a_time_limit_holds_in_any_thread(tmp_path):
     thread.join(timeout=120)
     assert not thread.is_alive()
     assert found[0].status == "timeout" and "did not finish in 2 s" in found[0].message
+
+
+def test_without_namespaces_and_cgroups_grading_still_works(tmp_path):
+    """Where the OS allows neither (a container without CAP_SYS_ADMIN, macOS), the worker still
+    grades, a hang is still stopped, and the protections say what was missing."""
+    folder = variant(tmp_path, "vit", at_solve("    while True:\n        pass\n"))
+    with IsolatedStudent(folder, Limits(timeout_scale=0.5),
+                         disable=("namespaces", "cgroups")) as student:
+        results = grade(LAB, folder, "vit.distill", student=student)
+        results += grade(LAB, folder, "vit.finetune", student=student)
+        protections = "; ".join(student.protections)
+    assert results[0].status == "timeout", results[0]
+    assert all(r.status == "passed" for r in results[1:]), results
+    assert "no namespaces (off)" in protections and "cgroup" not in protections
+    assert "network: NOT isolated" in protections and "address space limit" in protections
+    if LINUX_ROOT:  # switched, or said loudly why not (e.g. Python under a private /root)
+        assert "unprivileged user" in protections, protections
 
 
 def test_only_probes_files_run_in_the_sandbox(tmp_path):

@@ -149,7 +149,7 @@ def failed_results(lab, task: str | None, status: str, message: str) -> list:
 
 
 def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
-                     task: str | None = None, hide: tuple = ()) -> dict:
+                     task: str | None = None, hide: tuple = (), seed: int = 0) -> dict:
     """Grade one submission of `lab` (a vislab.grading.Lab) in its own sandbox; never raises
     for anything the student did."""
     from vislab.grading import grade, report
@@ -166,7 +166,7 @@ def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
             with IsolatedStudent(folder, limits, hide=hide) as student:
                 student.start()
                 protections = student.protections
-                results = grade(lab, folder, task, student=student)
+                results = grade(lab, folder, task, seed=seed, student=student)
                 protections = student.protections or protections
         except SandboxError as exc:  # the grader's machinery, not the student
             problem = str(exc)
@@ -182,10 +182,11 @@ def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
 
 
 def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
-              limits: Limits | None = None, task: str | None = None,
+              limits: Limits | None = None, task: str | None = None, seed: int = 0,
               progress=print) -> list[dict]:
     """Grade every submission in `submissions`; write the outputs into `out`; return the
-    reports (one per student, sorted by id)."""
+    reports (one per student, sorted by id). `seed` decides every check's inputs: the same
+    seed regrades identically; a seed of your own makes the inputs unknowable in advance."""
     import torch
 
     from vislab.grading import load_lab
@@ -215,7 +216,7 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
     try:
         def one(item):
             sid, entry = item
-            rep = grade_submission(lab, sid, entry, workdir, limits, task, hide)
+            rep = grade_submission(lab, sid, entry, workdir, limits, task, hide, seed)
             progress(f"  {sid:<24} {rep['earned']:g}/{rep['possible']:g}"
                      f"  ({rep['seconds']:.1f} s){'  GRADER PROBLEM: ' + rep['grader_problem'] if rep['grader_problem'] else ''}")
             return rep
@@ -233,6 +234,10 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
     progress(f"graded {len(reports)} submission(s) in {elapsed:.1f} s "
              f"({60 * len(reports) / elapsed:.1f} per minute)")
     progress("protections: " + ("; ".join(protections) if protections else "none recorded"))
+    missing = [p for p in protections if "NOT" in p or p.startswith("no namespaces")]
+    if missing or not any("cgroup" in p for p in protections):
+        progress("WARNING: some protections were not available here (see docs/instructors.md): "
+                 + "; ".join(missing or ["no cgroups"]))
     progress(f"wrote {out / 'grades.csv'}, {out / 'feedback'}/, {out / 'gradescope'}/, "
              f"{out / 'report.json'}")
     return reports
@@ -320,13 +325,17 @@ def add_parser(sub) -> None:
     p.add_argument("--memory", type=float, default=3.0, help="GiB per submission (default 3)")
     p.add_argument("--timeout-scale", type=float, default=1.0,
                    help="multiply every check's time limit (for a slow or busy machine)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="draws every check's inputs (default 0; the same seed regrades "
+                        "identically)")
     p.set_defaults(run=cmd_autograde)
 
 
 def cmd_autograde(args) -> int:
     workers = max(1, args.workers)
     limits = Limits(memory=int(args.memory * 2**30), timeout_scale=args.timeout_scale)
-    reports = autograde(args.lab, args.submissions, args.out, workers, limits, args.task)
+    reports = autograde(args.lab, args.submissions, args.out, workers, limits, args.task,
+                        args.seed)
     problems = [r["student"] for r in reports if r["grader_problem"]]
     if problems:
         print(f"vislab: the grader failed on {', '.join(problems)} (see report.json)",

@@ -51,6 +51,7 @@ c.Autograde.autograde_preprocessors = [GradeWithVislab, LimitOutput, SaveAutoGra
 c.GradeWithVislab.labs = {labs!r}
 c.GradeWithVislab.memory_gib = 3.0
 c.GradeWithVislab.timeout_scale = 1.0
+c.GradeWithVislab.seed = 0  # draws the checks' inputs; the same seed regrades identically
 # keep the student's own .py files in autograded/ (what was graded), not the skeleton's
 c.Autograde.exclude_overwriting = {keep!r}
 '''

@@ -22,7 +22,7 @@ import nbformat
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Dict, Float
+from traitlets import Dict, Float, Integer
 
 from vislab.nbgrader import grade_id
 
@@ -52,6 +52,7 @@ class GradeWithVislab(NbGraderPreprocessor):
     labs = Dict({}, help="assignment name -> vislab lab name").tag(config=True)
     memory_gib = Float(3.0, help="memory per submission's sandbox, GiB").tag(config=True)
     timeout_scale = Float(1.0, help="multiplies every check's time limit").tag(config=True)
+    seed = Integer(0, help="draws every check's inputs (same seed, same scores)").tag(config=True)
 
     def preprocess(self, nb, resources):
         from vislab.autograde import grade_submission
@@ -72,7 +73,7 @@ class GradeWithVislab(NbGraderPreprocessor):
         workdir = Path(tempfile.mkdtemp(prefix="vislab-nbgrader-"))
         try:
             rep = grade_submission(lab, "submission", submitted, workdir, limits,
-                                   hide=(Path(coursedir.root).resolve(),))
+                                   hide=(Path(coursedir.root).resolve(),), seed=self.seed)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         self.log.info("vislab graded %s/%s: %g/%g points (%s)", info["student"],

@@ -26,6 +26,7 @@ This module is imported by the worker too; it holds nothing secret.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib
@@ -68,7 +69,7 @@ class Limits:
     startup: float = 120.0          # seconds for a fresh worker to import torch and say ready
     file_size: int = 64 * MiB       # the largest file the student's code may write
     tmp_size: int = 256 * MiB       # its private /tmp (tmpfs, counted as its memory)
-    result_size: int = 256 * MiB    # the largest result the grader reads back
+    result_size: int = 32 * MiB     # the largest result the grader reads back
     output: int = 4000              # characters of the student's output kept per check
     cpu_seconds: int = 3600         # CPU time of the worker (a backstop; wall clock rules)
 
@@ -229,12 +230,12 @@ class Cgroups:
     Uses cgroup v1 hierarchies where they are mounted writable, else cgroup v2 where this
     process may create a child group with those controllers; empty where neither is allowed."""
 
-    def __init__(self, name: str, limits: Limits):
+    def __init__(self, name: str, limits: Limits, enabled: bool = True):
         self.dirs: list[Path] = []
         self.memory_dir: Path | None = None
         self.active: list[str] = []
         self.v2 = False
-        if os.name != "posix" or not sys.platform.startswith("linux"):
+        if not enabled or not sys.platform.startswith("linux"):
             return
         mounts, own = _cgroup_mounts(), _own_cgroups()
         wanted = {
@@ -441,6 +442,7 @@ def _scratch_folder() -> Path:
         if _scratch_root is None or not _scratch_root.is_dir():
             _scratch_root = Path(tempfile.mkdtemp(prefix="vislab-sandbox-"))
             _scratch_root.chmod(0o711)
+            atexit.register(shutil.rmtree, _scratch_root, True)
     return Path(tempfile.mkdtemp(dir=_scratch_root))
 
 
@@ -469,11 +471,18 @@ class IsolatedStudent:
 
     `path` is the submission's lab folder (copied, links skipped, before anything runs).
     `hide` names more folders the worker must not see (the other submissions, the output).
+    `disable` turns off "cgroups" and/or "namespaces" (to test the fallbacks; the switch to an
+    unprivileged user, when running as root, cannot be turned off).
     Use it as a context manager, or call `close()`, to end the worker and remove its files.
+    Start and use it from one thread: a worker is killed when the thread that started it ends.
     """
 
     def __init__(self, path, limits: Limits | None = None, probes: list | None = None,
-                 hide: list | tuple = (), python: str | None = None):
+                 hide: list | tuple = (), python: str | None = None, disable=()):
+        unknown = set(disable) - {"cgroups", "namespaces"}
+        if unknown:
+            raise ValueError(f"cannot disable {sorted(unknown)}")
+        self.disable = frozenset(disable)
         self.path = Path(path).resolve()
         self.limits = limits or Limits()
         self.probe_files = [Path(p).resolve() for p in (probes or probe_files())]
@@ -622,6 +631,7 @@ class IsolatedStudent:
         hide.append(str(self._scratch.parent))  # other workers' scratch folders
         return {
             "scratch": str(self._scratch), "lab": lab, "uid": self._uid,
+            "namespaces": "namespaces" not in self.disable,
             "exposed": exposed_paths(), "hide": hide, "limits": asdict(self.limits),
             "poisoned": {k: list(v) for k, v in self.poisoned.items()},
             "probe_modules": [p.stem for p in self.probe_files],
@@ -633,7 +643,7 @@ class IsolatedStudent:
             raise SandboxError(self._failed_start)
         self.startups += 1
         name = f"vislab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._cgroups = Cgroups(name, self.limits)
+        self._cgroups = Cgroups(name, self.limits, enabled="cgroups" not in self.disable)
         config = self._config()
         config["cgroups"] = self._cgroups.procs_files
         req_r, req_w = os.pipe()
@@ -840,14 +850,14 @@ def _stage_start(config: dict) -> None:
         with contextlib.suppress(OSError):
             Path(procs).write_text(str(os.getpid()))
     limits = config["limits"]
-    _set_rlimits(limits, config["uid"] is not None)
+    nproc = _set_rlimits(limits, config["uid"] is not None)
     report.append(f"rlimits (files {limits['file_size'] // MiB} MiB, CPU "
-                  f"{limits['cpu_seconds']} s)")
+                  f"{limits['cpu_seconds']} s{', ' + nproc if nproc else ''})")
 
     scratch = Path(config["scratch"])
     lab_dir, probes_dir = scratch / "lab" / config["lab"], scratch / "probes"
     home = scratch / "home"
-    namespaces, reason = _unshare(libc, config["uid"])
+    namespaces, reason = _unshare(libc, config["uid"]) if config["namespaces"] else ([], "off")
     if namespaces:
         report.append("namespaces: " + ", ".join(namespaces))
     else:
@@ -868,10 +878,16 @@ def _stage_start(config: dict) -> None:
         if home == Path("/tmp/home"):
             home.mkdir(mode=0o700)
             os.chown(home, uid, uid)
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-        report.append(f"unprivileged user (uid {uid})")
+        blocked = _unreadable_for(uid, [lab_dir, probes_dir, home])
+        if blocked:
+            report.append(f"NOT an unprivileged user: uid {uid} cannot use {blocked} (it, or a "
+                          f"folder above it, is closed to other users); the student's code runs "
+                          f"as root")
+        else:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            report.append(f"unprivileged user (uid {uid})")
     elif "user" in namespaces and home == Path("/tmp/home"):
         home.mkdir(mode=0o700)
     if libc is not None:
@@ -892,7 +908,41 @@ def _stage_start(config: dict) -> None:
                                json.dumps(serve)], env)
 
 
-def _set_rlimits(limits: dict, switching_user: bool) -> None:
+def _unreadable_for(uid: int, folders: list[Path]) -> str:
+    """The first path the worker needs that `uid` could not use ('' if none): the interpreter,
+    the standard library, the installed packages, vislab, and the worker's own folders."""
+    import site
+    import vislab
+
+    needs = [(Path(sys.executable).resolve(), os.X_OK), (Path(os.__file__).parent, os.X_OK),
+             (Path(vislab.__file__).parent, os.X_OK)]
+    needs += [(Path(p), os.X_OK) for p in site.getsitepackages() if os.path.isdir(p)]
+    needs += [(folder, os.X_OK) for folder in folders]
+    child = os.fork()
+    if child == 0:
+        code = 0
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for number, (path, mode) in enumerate(needs, start=1):
+                if not os.access(path, os.R_OK | mode):
+                    code = number
+                    break
+        except BaseException:  # noqa: BLE001
+            code = 255
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
+    if code == 0:
+        return ""
+    return str(needs[code - 1][0]) if code <= len(needs) else "its files"
+
+
+def _set_rlimits(limits: dict, switching_user: bool) -> str:
+    """Core dumps off, file size and CPU time capped; RLIMIT_NPROC, which counts all of a
+    user's tasks and never binds root: the worker's own uid's (when root switches to one), else
+    what the user runs now plus the worker's share. Returns what NPROC was set to."""
     import resource
 
     def set_limit(kind, value):
@@ -900,12 +950,32 @@ def _set_rlimits(limits: dict, switching_user: bool) -> None:
             soft, hard = resource.getrlimit(kind)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(kind, (value, value))
+            return value
+        return None
 
     set_limit(resource.RLIMIT_CORE, 0)
     set_limit(resource.RLIMIT_FSIZE, int(limits["file_size"]))
     set_limit(resource.RLIMIT_CPU, int(limits["cpu_seconds"]))
-    if switching_user:  # counts the processes of the worker's own uid: binds once it is not root
-        set_limit(resource.RLIMIT_NPROC, int(limits["pids"]))
+    if switching_user:
+        value = set_limit(resource.RLIMIT_NPROC, int(limits["pids"]))
+        return f"processes {value}" if value else ""
+    if os.geteuid() != 0 and sys.platform.startswith("linux"):
+        running = _tasks_of(os.getuid())
+        if running:
+            value = set_limit(resource.RLIMIT_NPROC, running + int(limits["pids"]))
+            return f"processes {value} for your user ({running} running)" if value else ""
+    return ""
+
+
+def _tasks_of(uid: int) -> int:
+    """How many tasks (threads count) `uid` runs now; 0 if /proc cannot tell."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += sum(1 for _ in (entry / "task").iterdir())
+    return count
 
 
 def _unshare(libc, uid) -> tuple[list[str], str]:
@@ -1065,6 +1135,20 @@ class _WatchedLab:
         return self._modules[name]
 
 
+class _Unloadable:
+    """A lab folder that cannot be imported at all: every module access says why."""
+
+    def __init__(self, path: str, why: str):
+        self.path, self._why = Path(path), why
+
+    def __getattr__(self, name: str):
+        from vislab.probing import StudentError
+
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise StudentError("error", self._why[:300])
+
+
 def _stage_serve(config: dict) -> None:
     """Second stage, unprivileged: import torch, say ready, serve probe calls until EOF."""
     req, resp = config["fds"]
@@ -1094,8 +1178,11 @@ def _stage_serve(config: dict) -> None:
         write_frame(resp, encode(message))
 
     send({"ready": True, "isolation": report})
-    lab = _WatchedLab(import_lab(config["lab_dir"]), send,
-                      {k: tuple(v) for k, v in config["poisoned"].items()})
+    try:
+        lab = _WatchedLab(import_lab(config["lab_dir"]), send,
+                          {k: tuple(v) for k, v in config["poisoned"].items()})
+    except Exception as exc:  # noqa: BLE001 - e.g. no __init__.py: every probe says so
+        lab = _Unloadable(config["lab_dir"], f"{type(exc).__name__}: {exc}")
     capture = Capture(limits["output"])
     while True:
         data = read_frame(req)
