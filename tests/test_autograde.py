@@ -206,7 +206,7 @@ HOSTILE = {
     "process_storm": ({"distill.py": [
         ("import torch\n", STORM),
         (SOLVE, SOLVE + "    if SPAWNED >= 300:\n"
-                        "        raise RuntimeError('LEAK: the process storm was not contained')\n")]},
+                        "        raise RuntimeError('LEAK: the storm was not contained')\n")]},
         {}, ["spawned"]),
     "noisy_output_and_warnings": ({"model.py": [("import math\n", NOISY)]}, {},
                                   ["xxxxxxxx", "more characters not shown"]),
@@ -261,7 +261,8 @@ def batch(tmp_path_factory):
         variant(subs / name, "vit", {f: [(old, fill(new)) for old, new in pairs]
                                      for f, pairs in edits.items()})
     variant(subs / "solution", "vit", {})
-    shutil.copytree(LABS_DIR / "vit", subs / "skeleton", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(LABS_DIR / "vit", subs / "skeleton",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     # a link to the solution instead of the student's own distill.py: never followed
     shutil.copytree(LABS_DIR / "vit", subs / "links_to_solution",
                     ignore=shutil.ignore_patterns("__pycache__"))

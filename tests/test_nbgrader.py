@@ -1,5 +1,6 @@
 """nbgrader end to end, offline: `vislab nbgrader init`, then nbgrader's own generate_assignment,
-autograde and export on a solution, a skeleton and a skeleton with a tampered notebook.
+autograde and export on a solution, a skeleton, a skeleton with a tampered notebook, and a
+solution that tries to open the gradebook, the instructor's notebook and another submission.
 
 In this course nbgrader runs no notebook: the scores come from vislab's sandbox, so a notebook
 that claims full marks (changed grade cells, added cells, fake outputs) earns nothing."""
@@ -50,6 +51,19 @@ def tamper(notebook: Path) -> None:
     notebook.write_text(json.dumps(nb))
 
 
+SNOOP = """\
+    for _path, _mode in [(@COURSE@ + "/gradebook.db", "r+b"), (@COURSE@ + "/gradebook.db", "rb"),
+                         (@COURSE@ + "/source/vit/grade.ipynb", "rb"),
+                         (@COURSE@ + "/submitted/alice/vit/model.py", "a")]:
+        try:
+            open(_path, _mode).close()
+        except OSError:
+            pass
+        else:
+            raise RuntimeError(f"LEAK: opened {_path}")
+"""
+
+
 def test_nbgrader_course_grades_through_vislab(tmp_path, capsys):
     course = tmp_path / "course"
     assert main(["nbgrader", "init", str(course), "--lab", "vit"]) == 0
@@ -60,11 +74,17 @@ def test_nbgrader_course_grades_through_vislab(tmp_path, capsys):
     nbgrader(course, "generate_assignment", "vit")
     release = course / "release" / "vit"
     assert (release / "grade.ipynb").is_file() and (release / "model.py").is_file()
-    for student in ("alice", "bob", "carol"):
+    for student in ("alice", "bob", "carol", "dave"):
         shutil.copytree(release, course / "submitted" / student / "vit")
-    for path in (SOLUTIONS_DIR / "vit").glob("*.py"):  # alice hands in the solution
-        shutil.copy(path, course / "submitted" / "alice" / "vit" / path.name)
+    for student in ("alice", "dave"):  # they hand in the solution
+        for path in (SOLUTIONS_DIR / "vit").glob("*.py"):
+            shutil.copy(path, course / "submitted" / student / "vit" / path.name)
     tamper(course / "submitted" / "carol" / "vit" / "grade.ipynb")  # carol: skeleton + lies
+    # dave's solution also tries the gradebook, the instructor's notebook and alice's files
+    distill = course / "submitted" / "dave" / "vit" / "distill.py"
+    distill.write_text(distill.read_text().replace(
+        "    ### BEGIN SOLUTION\n",
+        "    ### BEGIN SOLUTION\n" + SNOOP.replace("@COURSE@", repr(str(course)))))
 
     log = nbgrader(course, "autograde", "vit")
     assert f"vislab graded alice/vit: {TOTAL:g}/{TOTAL:g} points" in log
@@ -74,6 +94,7 @@ def test_nbgrader_course_grades_through_vislab(tmp_path, capsys):
     assert float(scores["alice"]["score"]) == float(scores["alice"]["max_score"]) == TOTAL
     assert float(scores["bob"]["score"]) == 0
     assert float(scores["carol"]["score"]) == 0 and float(scores["carol"]["max_score"]) == TOTAL
+    assert float(scores["dave"]["score"]) == TOTAL  # every open failed: no LEAK, full marks
 
     graded = json.loads((course / "autograded" / "bob" / "vit" / "grade.ipynb").read_text())
     texts = ["".join(o.get("text", "")) for c in graded["cells"] for o in c.get("outputs", [])]

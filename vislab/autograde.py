@@ -217,8 +217,9 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
         def one(item):
             sid, entry = item
             rep = grade_submission(lab, sid, entry, workdir, limits, task, hide, seed)
+            problem = f"  GRADER PROBLEM: {rep['grader_problem']}" if rep["grader_problem"] else ""
             progress(f"  {sid:<24} {rep['earned']:g}/{rep['possible']:g}"
-                     f"  ({rep['seconds']:.1f} s){'  GRADER PROBLEM: ' + rep['grader_problem'] if rep['grader_problem'] else ''}")
+                     f"  ({rep['seconds']:.1f} s){problem}")
             return rep
         if workers == 1:
             reports = [one(item) for item in entries]

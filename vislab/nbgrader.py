@@ -36,7 +36,8 @@ CONFIG = '''\
 vislab's sandbox and writes each task's points under its cell in grade.ipynb, which nbgrader
 then saves as partial credit. See docs/instructors.md in the vislab repository.
 """
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, LimitOutput,
+                                   SaveAutoGrades)
 
 from vislab.nbgrader_preprocessors import GradeWithVislab, UseReleasedCells
 

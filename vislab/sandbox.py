@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vislab import AUTOGRADER_DIR, REPO_ROOT, SOLUTIONS_DIR
@@ -446,16 +446,43 @@ def _scratch_folder() -> Path:
     return Path(tempfile.mkdtemp(dir=_scratch_root))
 
 
+_uid_locks: dict[int, int] = {}  # uid -> the open lock file that claims it
+
+
 def _take_uid() -> int:
+    """A uid no other worker uses, in this process or another grader's on this machine (a
+    lock file per uid, held while the worker lives): RLIMIT_NPROC and signals are per uid."""
+    import fcntl
+
+    folder = Path(tempfile.gettempdir()) / "vislab-sandbox-uids"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
     with _uid_lock:
-        uid = next(u for u in range(UID_BASE, UID_BASE + 10000) if u not in _uids_in_use)
-        _uids_in_use.add(uid)
-        return uid
+        for uid in range(UID_BASE, UID_BASE + 10000):
+            if uid in _uids_in_use:
+                continue
+            try:
+                fd = os.open(folder / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                _uid_locks[uid] = fd
+            _uids_in_use.add(uid)
+            return uid
+    raise SandboxError("no free sandbox uid")
 
 
 def _give_uid(uid: int) -> None:
     with _uid_lock:
         _uids_in_use.discard(uid)
+        fd = _uid_locks.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
 
 
 class _Dead(Exception):
@@ -1005,9 +1032,7 @@ def _become_init() -> None:
     libc = _libc()
     child = os.fork()
     if child:  # outside the namespace: wait, mirror the exit status
-        for fd in range(3, 256):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all_from(3)
         _, status = os.waitpid(child, 0)
         os._exit(_exit_code(status))
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -1015,9 +1040,7 @@ def _become_init() -> None:
     if worker == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         return
-    for fd in range(3, 256):  # PID 1 keeps no pipe to the grader open
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    _close_all_from(3)  # PID 1 keeps no pipe to the grader open
     while True:
         try:
             pid, status = os.wait()
@@ -1025,6 +1048,12 @@ def _become_init() -> None:
             os._exit(0)
         if pid == worker:
             os._exit(_exit_code(status))
+
+
+def _close_all_from(low: int) -> None:
+    import resource
+
+    os.closerange(low, max(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
 
 
 def _exit_code(status: int) -> int:
@@ -1089,18 +1118,18 @@ def _private_root(libc, config: dict, pid_namespace: bool) -> None:
     if number is None:
         raise OSError(0, f"pivot_root: unknown machine {os.uname().machine}")
     _ok(libc.syscall(number, str(root).encode(), str(root / ".old").encode()), "pivot_root")
-    os.chdir("/")
-    if pid_namespace:
-        _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    else:
-        _mount(libc, "/.old/proc", "/proc", None, MS_BIND | MS_REC)
-    _ok(libc.umount2(b"/.old", MNT_DETACH), "umount the old root")
-    os.rmdir("/.old")
-    _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-class _ImportPoisoned(Exception):
-    pass
+    try:  # past this point the old root is reachable at /.old: a failure ends the worker
+        os.chdir("/")
+        if pid_namespace:
+            _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        else:
+            _mount(libc, "/.old/proc", "/proc", None, MS_BIND | MS_REC)
+        _ok(libc.umount2(b"/.old", MNT_DETACH), "umount the old root")
+        os.rmdir("/.old")
+        _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    except BaseException as exc:  # noqa: BLE001
+        os.write(2, f"vislab sandbox: could not finish the private root: {exc}\n".encode())
+        os._exit(70)
 
 
 class _WatchedLab:
