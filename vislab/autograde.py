@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import stat
@@ -181,6 +182,20 @@ def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
     return rep
 
 
+def parallel_is_safe(limits: Limits) -> bool:
+    """Parallel workers cannot starve each other of processes: each has its own uid (root) or
+    its own pids cgroup."""
+    from vislab.sandbox import Cgroups, _is_root
+
+    if _is_root():
+        return True
+    probe = Cgroups(f"vislab-{os.getpid()}-probe", limits)
+    try:
+        return any(p.startswith("pids") for p in probe.active)
+    finally:
+        probe.remove()
+
+
 def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
               limits: Limits | None = None, task: str | None = None, seed: int = 0,
               progress=print) -> list[dict]:
@@ -204,6 +219,11 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
         raise UsageError(f"no submissions in {submissions} (one folder or .zip per student)")
     workers = max(1, int(workers))
     limits = limits or Limits()
+    if workers > 1 and not parallel_is_safe(limits):
+        progress("note: grading one submission at a time: without root or a pids cgroup every "
+                 "worker runs as your user under one process limit, so a process storm in one "
+                 "submission could starve another's worker")
+        workers = 1
     # One torch thread per process: with two OpenMP threads on two cores that are not both
     # free, the MNIST training check ran more than ten times slower (measured here).
     threads = torch.get_num_threads()
