@@ -26,7 +26,8 @@ from vislab.autograde import (BadSubmission, autograde, extract_zip, find_lab_fo
 from vislab.cli import main
 from vislab.errors import UsageError
 from vislab.grading import Student, grade, load_lab, summarize
-from vislab.sandbox import UID_BASE, IsolatedStudent, Limits, copy_tree_safely
+from vislab.sandbox import (UID_BASE, IsolatedStudent, Limits, SandboxError,
+                            copy_tree_safely)
 
 LAB = load_lab("vit")
 FULL = {task: LAB.points(task) for task in LAB.tasks}
@@ -466,10 +467,19 @@ def test_a_time_limit_holds_in_any_thread(tmp_path):
 
 def test_without_namespaces_and_cgroups_grading_still_works(tmp_path):
     """Where the OS allows neither (a container without CAP_SYS_ADMIN, macOS), the worker still
-    grades, a hang is still stopped, and the protections say what was missing."""
+    grades, a hang is still stopped, and the protections say what was missing. As root it must
+    switch to its own user or refuse to start: on this kind of machine Python lives under a
+    /root that other users cannot enter, so without a private root file system it refuses."""
     folder = variant(tmp_path, "vit", at_solve("    while True:\n        pass\n"))
     with IsolatedStudent(folder, Limits(timeout_scale=0.5),
                          disable=("namespaces", "cgroups")) as student:
+        try:
+            student.start()
+        except SandboxError as exc:
+            assert LINUX_ROOT and "refusing to run the submission as root" in str(exc), exc
+            results = grade(LAB, folder, "vit.distill", student=student)
+            assert results[0].status == "error" and "refusing" in results[0].message
+            return
         results = grade(LAB, folder, "vit.distill", student=student)
         results += grade(LAB, folder, "vit.finetune", student=student)
         protections = "; ".join(student.protections)
@@ -477,8 +487,24 @@ def test_without_namespaces_and_cgroups_grading_still_works(tmp_path):
     assert all(r.status == "passed" for r in results[1:]), results
     assert "no namespaces (off)" in protections and "cgroup" not in protections
     assert "network: NOT isolated" in protections and "address space limit" in protections
-    if LINUX_ROOT:  # switched, or said loudly why not (e.g. Python under a private /root)
-        assert "unprivileged user" in protections, protections
+    if LINUX_ROOT:
+        assert "unprivileged user (uid" in protections, protections
+
+
+def test_a_checkout_under_tmp_still_gets_a_private_root(tmp_path):
+    """The private /tmp is mounted before the exposed paths: a venv or checkout under /tmp (CI
+    clones there) stays visible, read-only."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.txt").write_text("exposed content")
+    folder = variant(tmp_path, "vit", at_solve(f"    print(open({str(shared / 'data.txt')!r})"
+                                               f".read())\n"))
+    with IsolatedStudent(folder, expose=[shared]) as student:
+        results = grade(LAB, folder, "vit.distill", student=student)
+        protections = "; ".join(student.protections)
+    if LINUX_ROOT:
+        assert "private root file system" in protections, protections
+    assert results[0].status == "passed" and "exposed content" in results[0].output, results[0]
 
 
 def test_only_probes_files_run_in_the_sandbox(tmp_path):

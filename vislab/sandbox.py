@@ -498,14 +498,17 @@ class IsolatedStudent:
 
     `path` is the submission's lab folder (copied, links skipped, before anything runs).
     `hide` names more folders the worker must not see (the other submissions, the output).
+    `expose` names more paths the worker may read (bound read-only at the same place).
     `disable` turns off "cgroups" and/or "namespaces" (to test the fallbacks; the switch to an
-    unprivileged user, when running as root, cannot be turned off).
+    unprivileged user, when running as root, cannot be turned off: a submission never runs as
+    root, and the worker refuses to start where it would).
     Use it as a context manager, or call `close()`, to end the worker and remove its files.
     Start and use it from one thread: a worker is killed when the thread that started it ends.
     """
 
     def __init__(self, path, limits: Limits | None = None, probes: list | None = None,
-                 hide: list | tuple = (), python: str | None = None, disable=()):
+                 hide: list | tuple = (), python: str | None = None, disable=(),
+                 expose: list | tuple = ()):
         unknown = set(disable) - {"cgroups", "namespaces"}
         if unknown:
             raise ValueError(f"cannot disable {sorted(unknown)}")
@@ -514,6 +517,7 @@ class IsolatedStudent:
         self.limits = limits or Limits()
         self.probe_files = [Path(p).resolve() for p in (probes or probe_files())]
         self.hide = [Path(h).resolve() for h in hide]
+        self.expose = [str(Path(e).resolve()) for e in expose]
         self.python = python or sys.executable
         self.poisoned: dict[str, tuple[str, str]] = {}  # module -> (status, message)
         self.protections: list[str] = []
@@ -659,7 +663,8 @@ class IsolatedStudent:
         return {
             "scratch": str(self._scratch), "lab": lab, "uid": self._uid,
             "namespaces": "namespaces" not in self.disable,
-            "exposed": exposed_paths(), "hide": hide, "limits": asdict(self.limits),
+            "exposed": exposed_paths() + self.expose, "hide": hide,
+            "limits": asdict(self.limits),
             "poisoned": {k: list(v) for k, v in self.poisoned.items()},
             "probe_modules": [p.stem for p in self.probe_files],
         }
@@ -906,15 +911,16 @@ def _stage_start(config: dict) -> None:
             home.mkdir(mode=0o700)
             os.chown(home, uid, uid)
         blocked = _unreadable_for(uid, [lab_dir, probes_dir, home])
-        if blocked:
-            report.append(f"NOT an unprivileged user: uid {uid} cannot use {blocked} (it, or a "
-                          f"folder above it, is closed to other users); the student's code runs "
-                          f"as root")
-        else:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            report.append(f"unprivileged user (uid {uid})")
+        if blocked:  # never run a submission as root
+            os.write(2, f"vislab sandbox: refusing to run the submission as root: its user (uid "
+                        f"{uid}) cannot use {blocked}, which it or a folder above it keeps from "
+                        f"other users; allow namespaces, or install Python where other users "
+                        f"can read it\n".encode())
+            os._exit(70)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        report.append(f"unprivileged user (uid {uid})")
     elif "user" in namespaces and home == Path("/tmp/home"):
         home.mkdir(mode=0o700)
     if libc is not None:
@@ -1090,6 +1096,11 @@ def _private_root(libc, config: dict, pid_namespace: bool) -> None:
         flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if devices else MS_NODEV)
         _mount(libc, None, inside, None, flags | (0 if writable else MS_RDONLY))
 
+    # the private /tmp and /dev/shm first: an exposed path may live under /tmp (a checkout there)
+    for folder in ("tmp", "dev/shm"):
+        (root / folder).mkdir(parents=True)
+        _mount(libc, "tmpfs", root / folder, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={limits['tmp_size']},mode=1777")
     for path in config["exposed"]:
         bind(path, path)
     for name in ("null", "zero", "full", "random", "urandom"):
@@ -1097,12 +1108,6 @@ def _private_root(libc, config: dict, pid_namespace: bool) -> None:
     for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                      ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(to, root / "dev" / name)
-    (root / "dev" / "shm").mkdir()
-    _mount(libc, "tmpfs", root / "dev" / "shm", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={limits['tmp_size']},mode=1777")
-    (root / "tmp").mkdir()
-    _mount(libc, "tmpfs", root / "tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={limits['tmp_size']},mode=1777")
     bind(str(scratch / "lab"), f"{INSIDE}/lab")
     bind(str(scratch / "probes"), f"{INSIDE}/probes")
     # where an exposed path holds a secret, an empty read-only folder covers it
@@ -1112,7 +1117,7 @@ def _private_root(libc, config: dict, pid_namespace: bool) -> None:
                       for e in config["exposed"])
         if exposed and os.path.isdir(inside):
             _mount(libc, "tmpfs", inside, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
-    (root / "proc").mkdir()
+    (root / "proc").mkdir(exist_ok=True)
     (root / ".old").mkdir()
     number = SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
