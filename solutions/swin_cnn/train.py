@@ -72,7 +72,8 @@ def configs(full: bool, in_channels: int, num_classes: int) -> dict[str, dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=KINDS + ("all",), default="swin")
+    parser.add_argument("--model", choices=KINDS + ("all",), default="swin",
+                        help="swin (default), convnext, resnet, or all three one after the other")
     parser.add_argument("--norm", choices=NORMS + ("all",), default="bn",
                         help="the ResNet's normalisation (norms.py); all: one run per norm")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -389,7 +390,7 @@ def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8)
     layer, channels_last = gradcam_layer(model, kind)
     paths = []
     for name, mask in (("correct", pred == labels), ("incorrect", pred != labels)):
-        idx = mask.nonzero().flatten()[:n]
+        idx = spread(mask, labels, n)
         if len(idx) == 0:
             continue
         images = test_set.images[idx]
@@ -402,6 +403,18 @@ def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8)
                                         f"{kind}: Grad-CAM of the predicted class, {name} "
                                         f"(true -> predicted)"))
     return paths
+
+
+def spread(mask: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Up to n indices where mask holds, taken from the true classes in turn (the test set is
+    sorted by class: the first n would all be zeros)."""
+    per_class = [(mask & (labels == c)).nonzero().flatten().tolist() for c in labels.unique().tolist()]
+    picked = []
+    while len(picked) < n and any(per_class):
+        for indices in per_class:
+            if indices and len(picked) < n:
+                picked.append(indices.pop(0))
+    return torch.tensor(sorted(picked), dtype=torch.long)
 
 
 def compare(out: Path, names: list[str], what: str) -> None:
