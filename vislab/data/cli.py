@@ -87,7 +87,7 @@ def _read_a_little(name: str) -> None:
 
 
 def cmd_prepare(args) -> int:
-    from vislab.data import dsprites, pets
+    from vislab.data import dsprites, multi_object, pets
     from vislab.data.common import data_root
 
     e = manifest.entry(args.name)
@@ -101,10 +101,16 @@ def cmd_prepare(args) -> int:
         dsprites.prepare()
     elif e.name == "pets-synthetic" and not e.present():
         pets.make_pets_fixture(pets.synthetic_root())
+    elif e.name == "clevr-masks" and not e.present() and multi_object.clevr_masks_tfrecords().exists():
+        count = multi_object.convert_clevr_with_masks(multi_object.clevr_masks_tfrecords(), e.location())
+        print(f"converted {count:,} scenes of {multi_object.clevr_masks_tfrecords()} into {e.location()}")
     elif e.kind == "download" and not e.present():
         fetch = (f" (or run `vislab data prepare {e.name} --download` where downloads are allowed)"
                  if e.name in DOWNLOADABLE else "")
         print(f"{e.name} is not there yet; put its files here{fetch}:\n{describe(e)}")
+        if e.name == "clevr-masks":
+            print(f"Save {multi_object.CLEVR_MASKS_FILE} as {multi_object.clevr_masks_tfrecords()} and run "
+                  f"this command again: it converts the file (once; TensorFlow is not needed).")
         return 1
     _read_a_little(e.name)
     if e.kind == "on-the-fly":

@@ -126,10 +126,10 @@ ENTRIES = (
     Entry("clevr-masks", "download",
           "CLEVR-with-masks (DeepMind multi_object_datasets): rendered 320x240 CLEVR scenes, up to 10 "
           "objects, with masks",
-          multi_object.CLEVR_MASKS_URL + " (clevr_with_masks_train.tfrecords, GZIP TFRecord)",
+          f"{multi_object.CLEVR_MASKS_URL} ({multi_object.CLEVR_MASKS_FILE}, GZIP TFRecord)",
           "see the bucket listing", "not published",
-          "<data_root>/clevr_with_masks/CLEVR_masks_NNNNNN.png and CLEVR_masks_NNNNNN_flat.png, converted "
-          "from the TFRecord with the script in docs/data.md (needs TensorFlow)",
+          f"<data_root>/{multi_object.CLEVR_MASKS_FILE}, which `vislab data prepare clevr-masks` converts "
+          "into <data_root>/clevr_with_masks/NN/CLEVR_masks_NNNNNN.png and CLEVR_masks_NNNNNN_flat.png",
           multi_object.clevr_masks_folder, lambda: multi_object.clevr_masks_folder().exists()),
 )
 

@@ -1,5 +1,6 @@
 """Multi-object scenes with instance masks (Slot Attention lab): two generators and a loader for
-CLEVRTex-style folders (CLEVRTex itself and CLEVR-with-masks converted to the same layout).
+CLEVRTex-style folders (CLEVRTex itself and CLEVR-with-masks, converted to the same layout from
+DeepMind's TFRecord file without TensorFlow).
 
 Generated styles, after DeepMind's multi_object_datasets:
 - 'multi-dsprites': min..max dSprites shapes (square, ellipse, heart; random scale in [0.5, 1],
@@ -183,6 +184,7 @@ SPLIT_FRACTIONS = {"test": (0.0, 0.1), "val": (0.1, 0.2), "train": (0.2, 1.0)}  
 
 CLEVRTEX_URL = "https://www.robots.ox.ac.uk/~vgg/data/clevrtex/"
 CLEVR_MASKS_URL = "https://console.cloud.google.com/storage/browser/multi-object-datasets/clevr_with_masks"
+CLEVR_MASKS_FILE = "clevr_with_masks_train.tfrecords"
 
 
 class MaskedSceneFolder(Dataset):
@@ -244,6 +246,11 @@ def clevr_masks_folder() -> Path:
     return data_root() / "clevr_with_masks"
 
 
+def clevr_masks_tfrecords() -> Path:
+    """Where DeepMind's file is looked for, to convert: data_root()/clevr_with_masks_train.tfrecords."""
+    return data_root() / CLEVR_MASKS_FILE
+
+
 def clevrtex(split: str = "train", size: int = 128, folder: Path | None = None) -> MaskedSceneFolder:
     """CLEVRTex 'full' (50,000 scenes, up to 10 objects): the untarred clevrtex_full/ folder, whose
     subfolders hold CLEVRTEX_full_NNNNNN.png, ..._flat.png (and .json, not read)."""
@@ -254,10 +261,88 @@ def clevrtex(split: str = "train", size: int = 128, folder: Path | None = None) 
 
 
 def clevr_with_masks(split: str = "train", size: int = 128, folder: Path | None = None) -> MaskedSceneFolder:
-    """CLEVR-with-masks (DeepMind, 320x240, up to 10 objects + background), converted from its TFRecord file
-    to CLEVRTex's layout: CLEVR_masks_NNNNNN.png and CLEVR_masks_NNNNNN_flat.png (docs/data.md has the
-    conversion script; it needs TensorFlow, which the kit does not)."""
+    """CLEVR-with-masks (DeepMind, 320x240, up to 10 objects + background), converted once from its
+    TFRecord file to CLEVRTex's layout (CLEVR_masks_NNNNNN.png, CLEVR_masks_NNNNNN_flat.png) by
+    `vislab data prepare clevr-masks`, i.e. `convert_clevr_with_masks`."""
     folder = Path(folder) if folder else clevr_masks_folder()
-    how = (f"download clevr_with_masks_train.tfrecords from {CLEVR_MASKS_URL} and convert it into {folder} "
-           f"with the script in docs/data.md (needs TensorFlow), or set VISLAB_DATA")
+    how = (f"download {CLEVR_MASKS_FILE} from {CLEVR_MASKS_URL} into {clevr_masks_tfrecords().parent} "
+           f"and run `vislab data prepare clevr-masks`, which converts it into {folder}; or set VISLAB_DATA")
     return MaskedSceneFolder(folder, "CLEVR_masks_", split, size, max_masks=11, how_to_get=how)
+
+
+# ----------------------------------------------------------------------------- CLEVR-with-masks' TFRecord
+
+CLEVR_SHAPE = (240, 320)  # height, width
+CLEVR_ENTITIES = 11  # background + up to 10 objects
+
+
+def convert_clevr_with_masks(src: Path, out: Path) -> int:
+    """Convert DeepMind's CLEVR-with-masks TFRecord file (GZIP, one tf.train.Example per scene, read
+    as their clevr_with_masks.py does: 'image' (240, 320, 3) and 'mask' (11, 240, 320, 1) as one-byte
+    strings; other features ignored) into PNG pairs under `out`: scene i becomes
+    NN/CLEVR_masks_iiiiii.png and NN/CLEVR_masks_iiiiii_flat.png (pixel = the entity whose mask is
+    largest there: 0 background, 1..10 objects), 10,000 scenes per subfolder NN. Written to a
+    temporary folder renamed at the end: `out` is complete or absent. Returns the number of scenes."""
+    from tqdm import tqdm
+
+    from vislab.data.common import atomic_write
+    from vislab.data.tfrecord import TFRecordError, parse_example, read_records
+
+    height, width = CLEVR_SHAPE
+    count = 0
+    with atomic_write(Path(out)) as tmp:
+        try:
+            for i, record in enumerate(tqdm(read_records(src), desc=f"converting {Path(src).name}",
+                                            unit=" scenes")):
+                example = parse_example(record)
+                image, mask = example.get("image"), example.get("mask")
+                for name, values, size in (("image", image, height * width * 3),
+                                           ("mask", mask, CLEVR_ENTITIES * height * width)):
+                    if not isinstance(values, np.ndarray) or values.size != size:
+                        raise TFRecordError(f"scene {i}: feature '{name}' is not {size:,} one-byte values")
+                labels = mask.reshape(CLEVR_ENTITIES, height, width).argmax(0).astype(np.uint8)
+                folder = tmp / f"{i // 10000:02d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image.reshape(height, width, 3)).save(folder / f"CLEVR_masks_{i:06d}.png")
+                Image.fromarray(labels).save(folder / f"CLEVR_masks_{i:06d}_flat.png")
+                count += 1
+        except TFRecordError as exc:
+            raise MissingData(f"cannot convert {src}: {exc}; download {CLEVR_MASKS_FILE} again from "
+                              f"{CLEVR_MASKS_URL}") from None
+        if not count:
+            raise MissingData(f"{src} holds no scenes; download {CLEVR_MASKS_FILE} again from {CLEVR_MASKS_URL}")
+    return count
+
+
+def make_clevr_masks_fixture(path: Path, n: int = 10, seed: int = 0) -> Path:
+    """A small file in CLEVR-with-masks' exact format (GZIP TFRecord, the same features, one-byte
+    strings, float per-object factors): n scenes of 1..10 flat-coloured discs and squares on a grey
+    floor, later objects occluding earlier ones. For testing the real converter offline."""
+    from vislab.data.tfrecord import encode_example, write_records
+
+    height, width = CLEVR_SHAPE
+    yy, xx = np.mgrid[:height, :width]
+    records = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        image = np.full((height, width, 3), rng.integers(90, 140), np.uint8)
+        labels = np.zeros((height, width), np.int64)
+        objects = rng.integers(1, CLEVR_ENTITIES)
+        for k in range(1, objects + 1):
+            cy, cx, r = rng.integers(40, height - 40), rng.integers(40, width - 40), rng.integers(12, 36)
+            inside = ((yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2) if rng.random() < 0.5 else \
+                (abs(yy - cy) < r) & (abs(xx - cx) < r)
+            labels[inside] = k
+            image[inside] = rng.integers(0, 256, 3)
+        masks = (np.arange(CLEVR_ENTITIES)[:, None, None] == labels).astype(np.uint8) * 255
+        present = np.isin(np.arange(CLEVR_ENTITIES), labels).astype(np.float32)
+        records.append(encode_example({
+            "image": image, "mask": masks[..., None],
+            "x": rng.uniform(-3, 3, CLEVR_ENTITIES).astype(np.float32) * present,
+            "y": rng.uniform(-3, 3, CLEVR_ENTITIES).astype(np.float32) * present,
+            "shape": (rng.integers(1, 4, CLEVR_ENTITIES) * present).astype(np.uint8),
+            "visibility": present}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_records(path, records)
+    return path
