@@ -677,6 +677,18 @@ def test_classification_metrics_from_the_confusion_matrix():
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
 
 
+
+def test_gradcam_figures_take_one_image_per_class_in_turn():
+    train = import_lab(SOLUTIONS_DIR / LAB).train
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)  # sorted by class, like the test set
+    mask = torch.ones(15, dtype=torch.bool)
+    mask[5:10] = False  # no selected image of class 1
+    picked = train.spread(mask, labels, 4)
+    assert picked.tolist() == [0, 1, 10, 11]  # classes 0, 2, 0, 2: not the first four zeros
+    assert train.spread(mask, labels, 50).tolist() == mask.nonzero().flatten().tolist()
+    assert len(train.spread(torch.zeros(15, dtype=torch.bool), labels, 4)) == 0
+
+
 # ----------------------------------------------------------------------- vislab train
 
 def train(*argv):
