@@ -787,6 +787,7 @@ def test_full_runs_on_a_cifar_layout_fixture(tmp_path, monkeypatch, small):
     (["--model", "all", "--norm", "all"], "pick one"),
     (["--norm", "gn"], "--model resnet"),
     (["--teacher", "/no/such.pt"], "no checkpoint at /no/such.pt"),
+    (["--finetune", __file__], "as a PyTorch checkpoint"),
 ])
 def test_train_usage_errors_are_one_line(argv, words, capsys):
     assert train(*argv) == 2

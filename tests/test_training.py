@@ -177,3 +177,24 @@ def test_train_mistakes_are_one_line(tmp_path, argv, words, capsys):
     assert main(["train", "vit", "--epochs", "1", "--out", str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    for option in ("--teacher", "--finetune"):
+        assert main(["train", "vit", "--epochs", "1", option, str(text)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read {text} as a PyTorch checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+    (["--epochs", "-1"], "--epochs: must be at least 1, got -1"),
+    (["--per-class", "0"], "--per-class: must be at least 1"),
+    (["--batch-size", "many"], "--batch-size: expected a whole number, got 'many'"),
+])
+def test_counts_below_one_are_refused_before_training(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "vit", *argv])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err

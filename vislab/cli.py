@@ -43,6 +43,7 @@ def cmd_grade(args) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     from vislab.impl import import_lab, lab_dir
+    from vislab.training import positive_int
 
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("lab", nargs="?")
@@ -54,7 +55,7 @@ def cmd_train(argv: list[str]) -> int:
                         help="whose code trains: labs, solutions (default), or a folder")
     parser.add_argument("--full", action="store_true",
                         help="the full data set and model (the GPU configuration)")
-    parser.add_argument("--epochs", type=int, help="default: the lab's, for small or --full")
+    parser.add_argument("--epochs", type=positive_int, help="default: the lab's, for small or --full")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if present)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<lab>/<model>-<time>)")
     parser.add_argument("--seed", type=int, default=0)

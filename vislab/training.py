@@ -12,6 +12,7 @@ metrics are averaged over all processes, and only rank 0 writes files or prints.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -118,6 +119,35 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A checkpoint or state dict, read safely (weights_only: tensors and plain types, no code);
+    a UsageError naming the file when it is missing or is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path} (train one first; its run folder holds checkpoint.pt)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+        raise UsageError(f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}): it is not "
+                         f"one, it is damaged, or it holds objects other than tensors and plain types "
+                         f"(not loaded, for safety); expected a run folder's checkpoint.pt or a "
+                         f"torchvision .pth state dict") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
+    return state
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (epochs, batch size, images per class): 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
@@ -178,7 +208,7 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
     history, start_epoch = [], 1
     checkpoint = out / "checkpoint.pt"
     if run.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=dist.device, weights_only=True)
+        state = load_checkpoint(checkpoint, dist.device)
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

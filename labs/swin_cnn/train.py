@@ -45,7 +45,7 @@ from vislab.data import ImageDataset, cifar10, mnist5k
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
 from vislab.impl import import_lab
-from vislab.training import RunConfig, fit, setup, teardown
+from vislab.training import RunConfig, fit, load_checkpoint, positive_int, setup, teardown
 
 from . import convnext, resnet, swin
 from .distill import distillation_step
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="swin (default), convnext, resnet, or all three one after the other")
     parser.add_argument("--norm", choices=NORMS + ("all",), default="bn",
                         help="the ResNet's normalisation (norms.py); all: one run per norm")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=float, default=None,
                         help="peak learning rate (default 2e-3 for Swin and ConvNeXt, 4e-3 for "
                              "the ResNet)")
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-mode", choices=["full", "head"], default="full")
     parser.add_argument("--classes", default=None,
                         help="classes to use, e.g. 0-4 or 1,3,5 (default: all ten)")
-    parser.add_argument("--per-class", type=int, metavar="N",
+    parser.add_argument("--per-class", type=positive_int, metavar="N",
                         help="use only N training images per class")
 
 
@@ -166,10 +166,7 @@ def build(kind: str, config: dict) -> nn.Module:
 def load_model(path: Path, teacher_lab: Path | None = None) -> tuple[nn.Module, str, dict, object]:
     """(model, kind, config, adapt) from our checkpoint, a ViT lab checkpoint, or torchvision's
     swin_t / convnext_tiny state dict; adapt(x) turns our batches into the model's input."""
-    if not Path(path).is_file():
-        raise UsageError(f"no checkpoint at {path} (train one first; its run folder holds "
-                         f"checkpoint.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if "features.0.0.weight" in state and "head.weight" in state:
         config = swin.config_from_torchvision(state)
         model = swin.load_torchvision_weights(swin.Swin(config), state)

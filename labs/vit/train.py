@@ -27,7 +27,7 @@ from vislab import RUNS_DIR, plots
 from vislab.data import ImageDataset, mnist, mnist5k
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
-from vislab.training import RunConfig, fit, setup, teardown
+from vislab.training import RunConfig, fit, load_checkpoint, positive_int, setup, teardown
 
 from .cnn import SmallCNN
 from .distill import distillation_loss
@@ -41,7 +41,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["vit", "cnn"], default="vit")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--dropout", type=float, default=None,
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with a new head")
     parser.add_argument("--finetune-mode", choices=["full", "head"], default="full")
     parser.add_argument("--classes", default="0-9", help="digits to use, e.g. 0-4 or 1,3,5")
-    parser.add_argument("--per-class", type=int, metavar="N",
+    parser.add_argument("--per-class", type=positive_int, metavar="N",
                         help="use only N training images per class")
 
 
@@ -118,10 +118,7 @@ def vit_config_from_torchvision(state: dict) -> ViTConfig:
 
 def load_model(path: Path) -> tuple[torch.nn.Module, str, dict]:
     """A model from our checkpoint.pt or from a torchvision VisionTransformer state dict."""
-    if not Path(path).is_file():
-        raise UsageError(f"no checkpoint at {path} (train one first; its run folder "
-                                f"holds checkpoint.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if "conv_proj.weight" in state:
         config = vit_config_from_torchvision(state)
         return load_torchvision_weights(ViT(config), state), "vit", asdict(config)
