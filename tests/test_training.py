@@ -198,3 +198,26 @@ def test_counts_below_one_are_refused_before_training(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "vit", *argv])
     assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_training_an_unfinished_lab_says_which_todo_in_one_line(tmp_path, capsys):
+    assert main(["train", "vit", "--impl", "labs", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "TODO(vit." in err and "finish it first" in err and "Traceback" not in err
+
+
+def test_an_error_in_the_students_code_shows_the_traceback_and_where(tmp_path, capsys):
+    from conftest import variant
+    folder = variant(tmp_path, "vit",
+                     {"model.py": [("+ self.pos_embed   #", "+ self.pos_embed[:, :3]   #")]})
+    assert main(["train", "vit", "--impl", str(folder), "--epochs", "1", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err  # the student needs it to debug their own code
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vislab: training stopped in the lab's code") and "at model.py:" in last
+
+
+def test_resume_needs_the_run_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "vit", "--resume"])
+    assert "--resume needs --out FOLDER" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
+    from vislab.data import MissingData
     from vislab.impl import import_lab, lab_dir
     from vislab.training import positive_int
 
@@ -67,7 +68,33 @@ def cmd_train(argv: list[str]) -> int:
     train = import_lab(path).train
     train.add_arguments(parser)
     args = parser.parse_args(argv)
-    return train.main(args) or 0
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out FOLDER: the run folder whose checkpoint.pt to continue")
+    try:
+        return train.main(args) or 0
+    except (UsageError, MissingData):
+        raise  # the kit's own one-line errors
+    except Exception as exc:
+        return stopped_in_student_code(exc, path, known.lab)
+
+
+def stopped_in_student_code(exc: Exception, path: Path, lab: str) -> int:
+    """A TODO left in the trained code: one line. Another error raised in the lab's files: the
+    traceback (it points into those files) and then one line that says where. Anything else is
+    the kit's bug and propagates."""
+    import traceback
+
+    from vislab.probing import explain, where
+
+    error = explain(exc, path)
+    if error.status == "not implemented":
+        raise UsageError(f"{error.message}; finish it first (`vislab grade {lab}` shows what is "
+                         f"left), or train the reference with --impl solutions") from None
+    if not where(exc, path):
+        raise exc
+    traceback.print_exc()
+    print(f"vislab: training stopped in the lab's code ({path}): {error.message}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

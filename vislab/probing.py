@@ -92,26 +92,28 @@ def explain(exc: BaseException, folder: Path) -> StudentError:
     """Turn an exception from the student's code into a status and one helpful line."""
     if isinstance(exc, StudentError):  # already explained (e.g. by the sandbox)
         return exc
-    where = _where(exc, folder)
+    place = where(exc, folder)
     if isinstance(exc, ProbeFailed):
         return StudentError("failed", str(exc))
     if isinstance(exc, NotImplementedError) and str(exc).startswith("TODO("):
         todo = str(exc)[5:].split(")")[0]
-        return StudentError("not implemented", f"TODO({todo}) not implemented{where}", todo)
+        return StudentError("not implemented", f"TODO({todo}) not implemented{place}", todo)
     if isinstance(exc, SyntaxError) and exc.filename:
         return StudentError("error", f"SyntaxError in {Path(exc.filename).name} line "
                                      f"{exc.lineno}: {exc.msg}")
     if isinstance(exc, SystemExit):
-        return StudentError("error", f"your code called sys.exit({exc.code}){where}")
+        return StudentError("error", f"your code called sys.exit({exc.code}){place}")
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
                                         and "can't allocate memory" in str(exc)):
-        return StudentError("memory", f"ran out of memory{where}: your code asked for more "
+        return StudentError("memory", f"ran out of memory{place}: your code asked for more "
                                       f"memory than grading allows (a huge tensor?)")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return StudentError("error", f"{type(exc).__name__}{where}: {text}"[:400])
+    return StudentError("error", f"{type(exc).__name__}{place}: {text}"[:400])
 
 
-def _where(exc: BaseException, folder: Path) -> str:
+def where(exc: BaseException, folder: Path) -> str:
+    """' at file.py:LINE in function' for the innermost frame of the traceback inside `folder`
+    (the student's files), or '' when the error did not pass through them."""
     folder = Path(folder).resolve()
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if folder in Path(f.filename).resolve().parents]

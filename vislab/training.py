@@ -216,6 +216,8 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
         torch.set_rng_state(state["rng"])  # dropout and augmentation continue as they would have
         if dist.is_main:
             print(f"resuming {checkpoint} after epoch {state['epoch']}")
+    elif run.resume and dist.is_main:
+        print(f"no {checkpoint} to resume from: starting a new run there")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
