@@ -7,9 +7,7 @@ closed forms written here (window order, region masks, Grad-CAM by an explicit s
 network), all in float64. Inputs and weights come from the generator `g` the grader seeds; the
 student's code is reached only through `student.run(probe, ...)` (autograder/swin_cnn_probes.py).
 """
-import contextlib
 import copy
-import functools
 from functools import partial
 
 import torch
@@ -38,30 +36,6 @@ lab = Lab("swin_cnn", {
     "gradcam": "Grad-CAM for a chosen class and layer",
     "swin.distill": "label-free distillation step from a teacher's soft targets",
 })
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run on one CPU thread. The tensors of these checks are tiny: a second thread gains
-    nothing, and on a machine whose cores are shared every op waits for it (measured: a check
-    10x to 100x slower with 2 threads when another process keeps both cores busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def check(task: str, points: float, timeout: float = 10.0):
-    """lab.check, with the check run under one_thread()."""
-    def register(fn):
-        @functools.wraps(fn)
-        def run(student, g):
-            with one_thread():
-                return fn(student, g)
-        return lab.check(task, points, timeout)(run)
-    return register
 
 
 def randomize(module: nn.Module, g: torch.Generator) -> nn.Module:
@@ -113,7 +87,7 @@ def reverse_reference(windows, ws, H, W):
     return v.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
-@check("swin.window_partition", points=1)
+@lab.check("swin.window_partition", points=1)
 def partition_orders_windows_and_tokens(student, g):
     """(B*nW, ws*ws, C): windows image by image, row by row; tokens row-major; H != W."""
     ws = 3
@@ -131,7 +105,7 @@ def partition_orders_windows_and_tokens(student, g):
         })
 
 
-@check("swin.window_partition", points=1)
+@lab.check("swin.window_partition", points=1)
 def reverse_undoes_partition(student, g):
     """window_reverse puts every token back: reverse(partition(x)) == x, and reverse of
     arbitrary windows matches the reference."""
@@ -164,7 +138,7 @@ def index_variants(ws: int) -> dict:
             "rows of the table counted in steps of ws instead of 2 ws - 1": dy * ws + dx}
 
 
-@check("swin.window_attention", points=1)
+@lab.check("swin.window_attention", points=1)
 def relative_position_index_matches_torchvision(student, g):
     """index[i, j] = (dy + ws - 1) * (2 ws - 1) + (dx + ws - 1), as torchvision's, ws = 2, 3, 4."""
     for ws in (2, 3, 4):
@@ -218,7 +192,7 @@ def window_attention_variant(tv, x, mask=None, scale=True, bias="normal", softma
     return F.linear(out, tv.proj.weight, tv.proj.bias)
 
 
-@check("swin.window_attention", points=2)
+@lab.check("swin.window_attention", points=2)
 def window_attention_matches_torchvision(student, g):
     """Without a mask, equals torchvision's shifted_window_attention (shift 0) applied to each
     window; gradients of the weights, the bias table and the input."""
@@ -262,7 +236,7 @@ class WindowsAsImages(nn.Module):
         return self.attn(x.view(BW, ws, ws, C)).reshape(BW, N, C)
 
 
-@check("swin.window_attention", points=1)
+@lab.check("swin.window_attention", points=1)
 def window_attention_applies_mask(student, g):
     """With a mask (nW, N, N), window w of every image gets mask[w] before the softmax."""
     dim, ws, heads, B, nW = 8, 2, 2, 3, 2
@@ -299,7 +273,7 @@ def mask_reference(H: int, W: int, ws: int, s: int, wrapped_first: bool = False)
     return windows[:, :, None] != windows[:, None, :]
 
 
-@check("swin.shifted_window", points=1)
+@lab.check("swin.shifted_window", points=1)
 def shifted_window_mask_matches_regions(student, g):
     """mask[w, i, j] is 0 where tokens i, j of window w came from one region of the unrolled
     map and a large negative number (-100, or -inf) where not; H != W and two window sizes."""
@@ -381,7 +355,7 @@ def shift_diagnoses(tv, x, shift) -> dict:
         }
 
 
-@check("swin.shifted_window", points=2)
+@lab.check("swin.shifted_window", points=2)
 def swin_block_matches_torchvision(student, g):
     """With reference window attention and partitioning, the student's SwinBlock equals
     torchvision's SwinTransformerBlock, shifted (shift 2 of window 4) and not shifted."""
@@ -399,7 +373,7 @@ def swin_block_matches_torchvision(student, g):
                      f"SwinBlock (shift {shift}): gradient of the input")
 
 
-@check("swin.shifted_window", points=1)
+@lab.check("swin.shifted_window", points=1)
 def swin_block_with_own_parts(student, g):
     """The student's whole SwinBlock -- own partition, attention, mask and shift -- equals
     torchvision's, on a 12 x 12 map with window 4 and shift 2."""
@@ -435,7 +409,7 @@ def merging_variant(tv: PatchMerging, x, order="torchvision", norm=True):
     return tv.reduction(tv.norm(y) if norm else y)
 
 
-@check("swin.patch_merging", points=2)
+@lab.check("swin.patch_merging", points=2)
 def patch_merging_matches_torchvision(student, g):
     """Equals torchvision's PatchMerging (same weights) on a 6 x 8 map; gradients."""
     dim = 5
@@ -459,7 +433,7 @@ def patch_merging_matches_torchvision(student, g):
                      "PatchMerging")
 
 
-@check("swin.patch_merging", points=1)
+@lab.check("swin.patch_merging", points=1)
 def patch_merging_pads_odd_sizes(student, g):
     """An odd H or W is padded with zeros at the bottom / right first (7 x 5 -> 4 x 3)."""
     dim = 3
@@ -536,7 +510,7 @@ def swin_diagnoses(tv, x) -> dict:
         }
 
 
-@check("swin.model", points=2)
+@lab.check("swin.model", points=2)
 def swin_matches_torchvision(student, g):
     """With torchvision's blocks and patch merging in place of the student's (same weights,
     the shifts the student built), equals torchvision's SwinTransformer; the stochastic-depth
@@ -560,7 +534,7 @@ def swin_matches_torchvision(student, g):
            f"{[round(r, 3) for r in rates]}")
 
 
-@check("swin.model", points=1)
+@lab.check("swin.model", points=1)
 def swin_with_own_parts_matches_torchvision(student, g):
     """The student's whole Swin (own blocks, attention, shifts, merging) equals torchvision's."""
     c = SWIN
@@ -602,14 +576,13 @@ def mnist_tensors():
 def mnist_accuracy(student, seed: int) -> float:
     """Test accuracy of the student's Swin after the TRAIN recipe on MNIST-5k."""
     x_train, y_train, x_test, y_test = mnist_tensors()
-    with one_thread():
-        pred = student.run(probes.train_swin, config=MNIST_SWIN, x_train=x_train,
-                           y_train=y_train, x_test=x_test, seed=seed, **TRAIN)
+    pred = student.run(probes.train_swin, config=MNIST_SWIN, x_train=x_train, y_train=y_train,
+                       x_test=x_test, seed=seed, **TRAIN)
     pred = expect_shape(pred, y_test.shape, "predicted classes")
     return (pred == y_test).float().mean().item()
 
 
-@check("swin.model", points=2, timeout=60)
+@lab.check("swin.model", points=2, timeout=60)
 def trains_on_mnist5k(student, g):
     """The student's Swin (7x7 patches, 2x2 windows, two stages), trained for one epoch of
     MNIST-5k, classifies the test set."""
@@ -654,7 +627,7 @@ def cn_variant(tv, x, act=F.gelu, scale=True, residual=True, norm_first=False,
     return x + y if residual else y
 
 
-@check("convnext.block", points=2)
+@lab.check("convnext.block", points=2)
 def cn_block_matches_torchvision(student, g):
     """Equals torchvision's CNBlock (same weights, random layer scale, no stochastic depth);
     gradients of the weights, the layer scale and the input."""
@@ -683,7 +656,7 @@ def cn_block_matches_torchvision(student, g):
     expect_close(got.get("input_grad"), input_grad, "CNBlock: gradient of the input")
 
 
-@check("convnext.block", points=1)
+@lab.check("convnext.block", points=1)
 def stochastic_depth_drops_whole_samples(student, g):
     """drop_path: in training each sample's branch is kept with probability 1 - p and scaled by
     1 / (1 - p), or zeroed, as a whole; unchanged outside training or at p = 0. In a CNBlock
@@ -741,7 +714,7 @@ CONVNEXT = dict(in_channels=3, num_classes=5, stem_size=4, dims=[8, 12], depths=
                 layer_scale=1e-6, drop_path=0.0)
 
 
-@check("convnext.block", points=1)
+@lab.check("convnext.block", points=1)
 def convnext_matches_torchvision(student, g):
     """The lab's ConvNeXt with the student's CNBlocks equals torchvision's ConvNeXt."""
     c = CONVNEXT
@@ -824,7 +797,7 @@ def block_variant_resnet(tv: BasicBlock, x, shortcut=True, relu_first=False, mid
     return F.relu(h) if final_relu else h
 
 
-@check("resnet.model", points=2)
+@lab.check("resnet.model", points=2)
 def basic_block_matches_torchvision(student, g):
     """Equals torchvision's BasicBlock (same weights, BatchNorm in eval mode), with an identity
     shortcut and with a strided 1x1-conv shortcut; gradients."""
@@ -850,7 +823,7 @@ def basic_block_matches_torchvision(student, g):
         expect_close(got.get("input_grad"), input_grad, f"{what}: gradient of the input")
 
 
-@check("resnet.model", points=2)
+@lab.check("resnet.model", points=2)
 def resnet_matches_reference(student, g):
     """A 6n+2 ResNet (n = 2, widths 4/6/8) equals the same net built from torchvision's
     BasicBlock, with BatchNorm (eval mode) and with GroupNorm as the norm layer."""
@@ -871,7 +844,7 @@ def resnet_matches_reference(student, g):
             f"ResNet-14 ({norm})")
 
 
-@check("resnet.model", points=1)
+@lab.check("resnet.model", points=1)
 def resnet20_has_the_papers_shape(student, g):
     """ResNet-20 for MNIST (1 channel, 10 classes, widths 16/32/64): 19 3x3 convolutions and
     one linear layer (6n + 2 = 20, n = 3), two 1x1 shortcut convolutions, 272,186 parameters
@@ -938,7 +911,7 @@ def bn_reference(state, inputs, train, grad_out=None):
     return outs, buffers, first
 
 
-@check("norms", points=2)
+@lab.check("norms", points=2)
 def batchnorm_matches_torch(student, g):
     """BatchNorm equals torch.nn.BatchNorm2d: training outputs (batch statistics over B, H, W),
     running statistics after two steps, evaluation outputs, gradients through the statistics."""
@@ -1009,7 +982,7 @@ def simple_norm_check(student, g, kind, ref, what, diagnoses_fn, num_groups=None
         expect_close(got.get("input_grad"), input_grad, f"{what}: gradient of the input")
 
 
-@check("norms", points=1)
+@lab.check("norms", points=1)
 def instancenorm_matches_torch(student, g):
     """InstanceNorm equals torch.nn.InstanceNorm2d(C, affine=True), in training and evaluation."""
     simple_norm_check(student, g, "in", nn.InstanceNorm2d(C_NORM, affine=True).double(),
@@ -1019,7 +992,7 @@ def instancenorm_matches_torch(student, g):
         "the unbiased variance (n - 1)": affine(normalise(x, (2, 3), unbiased=True), s)})
 
 
-@check("norms", points=1)
+@lab.check("norms", points=1)
 def layernorm_matches_torch(student, g):
     """LayerNorm (over C, H, W; per-channel scale and shift) equals torch.nn.GroupNorm(1, C)."""
     simple_norm_check(student, g, "ln", nn.GroupNorm(1, C_NORM).double(), "LayerNorm",
@@ -1039,7 +1012,7 @@ def interleaved_groups(x, G):
     return y.transpose(1, 2).reshape(B, C, H, W)
 
 
-@check("norms", points=1)
+@lab.check("norms", points=1)
 def groupnorm_matches_torch(student, g):
     """GroupNorm equals torch.nn.GroupNorm with G = 3 groups of 2 consecutive channels."""
     G = 3
@@ -1063,7 +1036,7 @@ def bin_reference(x, state, train, rho=None):
     return affine(rho * bn + (1 - rho) * normalise(x, (2, 3)), state)
 
 
-@check("norms", points=2)
+@lab.check("norms", points=2)
 def batch_instance_norm_matches_definition(student, g):
     """Batch-Instance Norm is BatchNorm at gate 1 and InstanceNorm at gate 0 (torch's layers);
     gamma * (rho x_BN + (1 - rho) x_IN) + beta for gates in between (training and evaluation,
@@ -1145,7 +1118,7 @@ def cam_setup(g, channels_last=False):
     return net, x, target, pred
 
 
-@check("gradcam", points=2)
+@lab.check("gradcam", points=2)
 def gradcam_matches_reference(student, g):
     """For the given classes (not all predicted), cam = ReLU(sum_k alpha_k A_k) with alpha_k the
     spatial mean of d logit / d A_k, computed here by splitting the network at its layer."""
@@ -1167,7 +1140,7 @@ def gradcam_matches_reference(student, g):
     })
 
 
-@check("gradcam", points=1)
+@lab.check("gradcam", points=1)
 def gradcam_defaults_layouts_and_cleanup(student, g):
     """target=None uses the predicted class; channels_last layers (B, h, w, K) work; no hook
     stays registered, no parameter gets a .grad, the model computes as before."""
@@ -1199,7 +1172,7 @@ def kd(s, t, T):
                     reduction="batchmean") * T**2
 
 
-@check("swin.distill", points=2)
+@lab.check("swin.distill", points=2)
 def distillation_step_matches_reference(student, g):
     """The loss is T^2 KL(teacher || student) at the asked temperature with the teacher in
     evaluation mode, and back-propagating it gives the student the reference gradients."""
@@ -1232,7 +1205,7 @@ def distillation_step_matches_reference(student, g):
     expect_gradients(got["grads"], grads, "the student")
 
 
-@check("swin.distill", points=1)
+@lab.check("swin.distill", points=1)
 def teacher_stays_fixed(student, g):
     """The teacher runs in evaluation mode without gradients (its BatchNorm statistics and
     weights untouched), the student keeps its mode, and 'agreement' is the fraction of equal
