@@ -565,19 +565,13 @@ TRAIN = dict(epochs=1, batch_size=32, lr=3e-3)
 TRAIN_THRESHOLD = 0.60
 
 
-def mnist_tensors():
-    from vislab.data import mnist5k
-    from vislab.data.mnist import MEAN, STD
-
-    (x_train, y_train), (x_test, y_test) = mnist5k("train"), mnist5k("test")
-    return (x_train.float() / 255 - MEAN) / STD, y_train, (x_test.float() / 255 - MEAN) / STD, y_test
-
-
 def mnist_accuracy(student, seed: int) -> float:
     """Test accuracy of the student's Swin after the TRAIN recipe on MNIST-5k."""
-    x_train, y_train, x_test, y_test = mnist_tensors()
-    pred = student.run(probes.train_swin, config=MNIST_SWIN, x_train=x_train, y_train=y_train,
-                       x_test=x_test, seed=seed, **TRAIN)
+    from vislab.data.mnist import mnist5k, normalise
+
+    (x_train, y_train), (x_test, y_test) = mnist5k("train"), mnist5k("test")
+    pred = student.run(probes.train_swin, config=MNIST_SWIN, x_train=normalise(x_train),
+                       y_train=y_train, x_test=normalise(x_test), seed=seed, **TRAIN)
     pred = expect_shape(pred, y_test.shape, "predicted classes")
     return (pred == y_test).float().mean().item()
 

@@ -16,23 +16,12 @@ import torch.nn.functional as F
 from torchvision.models.swin_transformer import (PatchMerging, ShiftedWindowAttention,
                                                  SwinTransformerBlock)
 
-from vislab.probing import Forbid, ProbeFailed, gradients, load_weights, returned
+from vislab.probing import (Forbid, ProbeFailed, forward_backward, gradients, load_weights,
+                            returned, train_classifier)
 
 NORM_BUILTINS = {"batch_norm", "instance_norm", "layer_norm", "group_norm", "native_batch_norm",
                  "native_layer_norm", "native_group_norm", "_native_batch_norm_legit",
                  "_batch_norm_impl_index", "batch_norm_update_stats"}
-
-
-def _forward_backward(module, x, grad_out, what, *args):
-    """module(x, *args) and, when grad_out is given, the gradients of <output, grad_out>."""
-    x = x.clone().requires_grad_(grad_out is not None)
-    out = returned(module(x, *args), what)
-    if grad_out is None or out.shape != grad_out.shape:
-        return {"out": out}  # the check reports a wrong shape
-    if not out.requires_grad:
-        raise ProbeFailed(f"{what}'s output carries no gradient (torch.no_grad or .detach()?)")
-    (out * grad_out).sum().backward()
-    return {"out": out, "grads": gradients(module), "input_grad": x.grad}
 
 
 @contextlib.contextmanager
@@ -130,7 +119,7 @@ def position_index(lab, window_size):
 def window_attention(lab, dim, window_size, num_heads, state, x, mask=None, grad_out=None):
     m = lab.swin.WindowAttention(dim, window_size, num_heads)
     load_weights(m, state, "WindowAttention")
-    return _forward_backward(m, x, grad_out, "WindowAttention", mask)
+    return forward_backward(m, x, grad_out, "WindowAttention", mask)
 
 
 # ---------------------------------------------------------------------- swin.shifted_window
@@ -149,10 +138,10 @@ def swin_block(lab, dim, num_heads, window_size, shift_size, state, x, grad_out=
     load_weights(m, state, "SwinBlock")
     m.eval()
     if own_parts:
-        return _forward_backward(m, x, grad_out, "SwinBlock")
+        return forward_backward(m, x, grad_out, "SwinBlock")
     m.attn = _WindowAttention(state, "attn.", window_size, num_heads)
     with _replaced(lab.swin, window_partition=_partition, window_reverse=_reverse):
-        return _forward_backward(m, x, grad_out, "SwinBlock")
+        return forward_backward(m, x, grad_out, "SwinBlock")
 
 
 # ----------------------------------------------------------------------- swin.patch_merging
@@ -160,7 +149,7 @@ def swin_block(lab, dim, num_heads, window_size, shift_size, state, x, grad_out=
 def patch_merging(lab, dim, state, x, grad_out=None):
     m = lab.swin.PatchMerging(dim)
     load_weights(m, state, "PatchMerging")
-    return _forward_backward(m, x, grad_out, "PatchMerging")
+    return forward_backward(m, x, grad_out, "PatchMerging")
 
 
 # ------------------------------------------------------------------------------ swin.model
@@ -197,7 +186,7 @@ def swin_model(lab, config, state, x, grad_out=None, own_parts=False):
             ref = PatchMerging(dim, partial(nn.LayerNorm, eps=config["norm_eps"]))
             ref.load_state_dict({k: state[f"merges.{i}.{k}"] for k in ref.state_dict()})
             m.merges[i] = ref
-    out = _forward_backward(m, x, grad_out, "Swin")
+    out = forward_backward(m, x, grad_out, "Swin")
     out["blocks"] = settings
     return out
 
@@ -206,27 +195,7 @@ def train_swin(lab, config, x_train, y_train, x_test, seed, epochs, batch_size, 
     """Train the student's Swin (AdamW, warm-up then linear decay); its classes on x_test."""
     torch.manual_seed(seed)
     m = lab.swin.Swin(lab.swin.SwinConfig(**config))
-    return _train(m, "Swin", x_train, y_train, x_test, epochs, batch_size, lr)
-
-
-def _train(m, what, x_train, y_train, x_test, epochs, batch_size, lr):
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = len(x_train) // batch_size
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1, (i + 1) / 10) * (1 - i / total))
-    m.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x_train))
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(returned(m(x_train[idx]), what), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    m.eval()
-    with torch.no_grad():
-        return returned(m(x_test), what).argmax(-1)
+    return train_classifier(m, "Swin", x_train, y_train, x_test, epochs, batch_size, lr)
 
 
 # -------------------------------------------------------------------------- convnext.block
@@ -236,7 +205,7 @@ def cn_block(lab, dim, state, x, grad_out=None, drop_path=0.0, train=False, seed
     load_weights(m, state, "CNBlock")
     m.train(train)
     torch.manual_seed(seed)
-    return _forward_backward(m, x, grad_out, "CNBlock")
+    return forward_backward(m, x, grad_out, "CNBlock")
 
 
 def drop_path(lab, x, p, training, seed=0):
@@ -262,7 +231,7 @@ def basic_block(lab, c_in, c_out, stride, norm, state, x, grad_out=None):
     m = lab.resnet.BasicBlock(c_in, c_out, stride, NORM_LAYERS[norm])
     load_weights(m, state, "BasicBlock")
     m.eval()
-    return _forward_backward(m, x, grad_out, "BasicBlock")
+    return forward_backward(m, x, grad_out, "BasicBlock")
 
 
 def resnet(lab, config, norm, state, x, grad_out=None):
@@ -270,7 +239,7 @@ def resnet(lab, config, norm, state, x, grad_out=None):
     m = lab.resnet.ResNet(lab.resnet.ResNetConfig(**config), norm_layer=NORM_LAYERS[norm])
     load_weights(m, state, "ResNet")
     m.eval()
-    return _forward_backward(m, x, grad_out, "ResNet")
+    return forward_backward(m, x, grad_out, "ResNet")
 
 
 def resnet_structure(lab, config):
@@ -300,7 +269,7 @@ def norm(lab, kind, num_channels, state, inputs, train, grad_out=None, num_group
     with Forbid("norms", NORM_BUILTINS):
         for k, x in enumerate(inputs):
             if k == 0 and grad_out is not None:
-                first = _forward_backward(m, x, grad_out, cls.__name__)
+                first = forward_backward(m, x, grad_out, cls.__name__)
                 outs.append(first["out"])
             else:
                 outs.append(returned(m(x), cls.__name__))

@@ -364,19 +364,13 @@ MNIST_CONFIG = dict(image_size=28, patch_size=7, in_channels=1, num_classes=10, 
                     depth=2, num_heads=4, mlp_dim=128, dropout=0.0)
 
 
-def mnist_tensors():
-    from vislab.data import mnist5k
-    from vislab.data.mnist import MEAN, STD
-
-    (x_train, y_train), (x_test, y_test) = mnist5k("train"), mnist5k("test")
-    return (x_train.float() / 255 - MEAN) / STD, y_train, (x_test.float() / 255 - MEAN) / STD, y_test
-
-
 def mnist_accuracy(student, seed: int) -> float:
     """Test accuracy of the student's ViT after the TRAIN recipe on MNIST-5k."""
-    x_train, y_train, x_test, y_test = mnist_tensors()
-    pred = student.run(probes.train_model, config=MNIST_CONFIG, x_train=x_train,
-                       y_train=y_train, x_test=x_test, seed=seed, **TRAIN)
+    from vislab.data.mnist import mnist5k, normalise
+
+    (x_train, y_train), (x_test, y_test) = mnist5k("train"), mnist5k("test")
+    pred = student.run(probes.train_model, config=MNIST_CONFIG, x_train=normalise(x_train),
+                       y_train=y_train, x_test=normalise(x_test), seed=seed, **TRAIN)
     pred = expect_shape(pred, y_test.shape, "predicted classes")
     return (pred == y_test).float().mean().item()
 

@@ -6,32 +6,18 @@ the checks in autograder/vit.py compare them with references. Nothing here is se
 import torch
 import torch.nn as nn
 
-from vislab.probing import Forbid, ProbeFailed, gradients, load_weights, returned
+from vislab.probing import (Forbid, ProbeFailed, forward_backward, load_weights, returned,
+                            train_classifier)
 
 ATTENTION_BUILTINS = {"scaled_dot_product_attention", "multi_head_attention_forward",
                       "_native_multi_head_attention"}
-
-
-def _forward_backward(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None,
-                      what: str):
-    """Output of module(x) and, when grad_out is given, the gradients of <output, grad_out>."""
-    x = x.clone().requires_grad_(grad_out is not None)
-    out = returned(module(x), what)
-    if grad_out is None:
-        return {"out": out}
-    if out.shape != grad_out.shape:
-        return {"out": out}  # the check reports the shape
-    if not out.requires_grad:
-        raise ProbeFailed(f"{what}'s output carries no gradient (torch.no_grad or .detach()?)")
-    (out * grad_out).sum().backward()
-    return {"out": out, "grads": gradients(module), "input_grad": x.grad}
 
 
 def patch_embed(lab, config, state, x, grad_out=None):
     m = lab.model.PatchEmbed(config["image_size"], config["patch_size"], config["in_channels"],
                              config["dim"])
     load_weights(m, state, "PatchEmbed")
-    return _forward_backward(m, x, grad_out, "PatchEmbed")
+    return forward_backward(m, x, grad_out, "PatchEmbed")
 
 
 def mlp(lab, dim, hidden_dim, dropout, state, x, train=False, seed=0):
@@ -46,7 +32,7 @@ def attention(lab, dim, num_heads, state, x, grad_out=None):
     m = lab.model.Attention(dim, num_heads)
     load_weights(m, state, "Attention")
     with Forbid("vit.attention", ATTENTION_BUILTINS):
-        return _forward_backward(m, x, grad_out, "Attention")
+        return forward_backward(m, x, grad_out, "Attention")
 
 
 class _MHA(nn.Module):
@@ -115,7 +101,7 @@ def block(lab, dim, num_heads, mlp_dim, state, x, grad_out=None, own_parts=False
     load_weights(m, state, "Block")
     if not own_parts:
         m.attn, m.mlp = _MHA(state, "attn.", num_heads), _MLP(state, "mlp.")
-    return _forward_backward(m, x, grad_out, "Block")
+    return forward_backward(m, x, grad_out, "Block")
 
 
 def model(lab, config, state, x, grad_out=None, own_parts=False):
@@ -127,7 +113,7 @@ def model(lab, config, state, x, grad_out=None, own_parts=False):
         m.patch_embed = _PatchEmbed(state, config["patch_size"])
         m.blocks = nn.ModuleList([_Block(state, f"blocks.{i}.", config["num_heads"])
                                   for i in range(config["depth"])])
-    return _forward_backward(m, x, grad_out, "ViT")
+    return forward_backward(m, x, grad_out, "ViT")
 
 
 def train_model(lab, config, x_train, y_train, x_test, seed, epochs, batch_size, lr):
@@ -135,24 +121,7 @@ def train_model(lab, config, x_train, y_train, x_test, seed, epochs, batch_size,
     classes on x_test."""
     torch.manual_seed(seed)
     m = lab.model.ViT(lab.model.ViTConfig(**config))
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = len(x_train) // batch_size
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1, (i + 1) / 10) * (1 - i / total))
-    m.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x_train))
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            logits = returned(m(x_train[idx]), "ViT")
-            loss = nn.functional.cross_entropy(logits, y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    m.eval()
-    with torch.no_grad():
-        return returned(m(x_test), "ViT").argmax(-1)
+    return train_classifier(m, "ViT", x_train, y_train, x_test, epochs, batch_size, lr)
 
 
 def distill(lab, student_logits, teacher_logits, temperature):

@@ -33,7 +33,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 
 from vislab import SOLUTIONS_DIR
 from vislab.data import mnist5k
-from vislab.data.mnist import MEAN, STD
+from vislab.data.mnist import normalise
 from vislab.impl import import_lab
 
 
@@ -118,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images, labels = mnist5k("train")
-    x = (images.float() / 255 - MEAN) / STD
+    x = normalise(images)
     lab = import_lab(SOLUTIONS_DIR / "swin_cnn")
     pairs = {}
     swin_config = lab.swin.SwinConfig(drop_path=0.1)

@@ -20,7 +20,7 @@ from torchvision.models import VisionTransformer
 
 from vislab import SOLUTIONS_DIR
 from vislab.data import mnist5k
-from vislab.data.mnist import MEAN, STD
+from vislab.data.mnist import normalise
 from vislab.impl import import_lab
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     images, labels = mnist5k("train")
-    x = (images.float() / 255 - MEAN) / STD
+    x = normalise(images)
     lab = import_lab(SOLUTIONS_DIR / "vit")
     config = lab.model.ViTConfig()
     ours = lab.model.ViT(config)

@@ -174,6 +174,44 @@ def gradients(module: nn.Module) -> dict[str, torch.Tensor | None]:
     return {name: p.grad for name, p in module.named_parameters()}
 
 
+def forward_backward(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None, what: str,
+                     *args) -> dict:
+    """module(x, *args) and, when grad_out is given, the gradients of <output, grad_out> for
+    every parameter and for x. A wrong output shape comes back without gradients: the check
+    reports the shape."""
+    x = x.clone().requires_grad_(grad_out is not None)
+    out = returned(module(x, *args), what)
+    if grad_out is None or out.shape != grad_out.shape:
+        return {"out": out}
+    if not out.requires_grad:
+        raise ProbeFailed(f"{what}'s output carries no gradient (torch.no_grad or .detach()?)")
+    (out * grad_out).sum().backward()
+    return {"out": out, "grads": gradients(module), "input_grad": x.grad}
+
+
+def train_classifier(model: nn.Module, what: str, x_train: torch.Tensor, y_train: torch.Tensor,
+                     x_test: torch.Tensor, epochs: int, batch_size: int, lr: float) -> torch.Tensor:
+    """The training checks' recipe: AdamW (weight decay 0.05), 10 warm-up steps then linear decay
+    to zero, cross-entropy on shuffled batches; returns the predicted classes of x_test."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps_per_epoch = len(x_train) // batch_size
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1, (i + 1) / 10) * (1 - i / total))
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x_train))
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = nn.functional.cross_entropy(returned(model(x_train[idx]), what), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        return returned(model(x_test), what).argmax(-1)
+
+
 class Forbid(TorchFunctionMode):
     """Inside the block, calling any torch function named in `names` raises ForbiddenCall.
 

@@ -13,6 +13,11 @@ MNIST5K_FILE = DATASETS_DIR / "mnist5k" / "mnist5k.npz"
 MEAN, STD = 0.1307, 0.3081  # the full MNIST training set's pixel statistics
 
 
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 MNIST images -> float32, standardised with MEAN and STD."""
+    return (images.float() / 255 - MEAN) / STD
+
+
 def mnist5k(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST-5k: uint8 images (N, 1, 28, 28) and int64 labels; 'train' 4000, 'test' 1000."""
     if split not in ("train", "test"):
