@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vislab.data.common import atomic_write, cache_dir, data_root
 
@@ -54,3 +55,24 @@ def test_atomic_write_keeps_the_previous_file_when_writing_fails(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_parse_classes_reads_ranges_and_lists_and_refuses_the_rest():
+    from vislab.data import parse_classes
+    from vislab.errors import UsageError
+    assert parse_classes(None) == list(range(10))
+    assert parse_classes("0-4") == [0, 1, 2, 3, 4]
+    assert parse_classes("7,1-2") == [1, 2, 7]
+    for bad in ("3-12", "x", "", "5-3"):
+        with pytest.raises(UsageError, match="--classes must name classes 0-9"):
+            parse_classes(bad)
+
+
+def test_select_classes_relabels_and_caps_per_class():
+    from vislab.data import select_classes
+    labels = torch.tensor([5, 6, 5, 9, 6, 5])
+    images = torch.arange(6)
+    x, y = select_classes(images, labels, [5, 6], per_class=2)
+    assert x.tolist() == [0, 1, 2, 4] and y.tolist() == [0, 1, 0, 1]
+    x, y = select_classes(images, labels, [9])
+    assert x.tolist() == [3] and y.tolist() == [0]

@@ -170,7 +170,7 @@ def test_finetune_from_a_torchvision_state_dict(tmp_path):
 
 @pytest.mark.parametrize("argv, words", [
     (["--teacher", "/no/such.pt"], "no checkpoint at /no/such.pt"),
-    (["--classes", "3-12"], "--classes must name digits 0-9"),
+    (["--classes", "3-12"], "--classes must name classes 0-9"),
     (["--full"], "full MNIST not found"),
 ])
 def test_train_mistakes_are_one_line(tmp_path, argv, words, capsys):

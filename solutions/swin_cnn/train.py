@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vislab import RUNS_DIR, plots
-from vislab.data import ImageDataset, cifar10, mnist5k
+from vislab.data import ImageDataset, cifar10, mnist5k, parse_classes, select_classes
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
 from vislab.impl import import_lab
@@ -99,33 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------ data
 
-def parse_classes(text: str | None) -> list[int]:
-    if text is None:
-        return list(range(10))
-    classes = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            classes.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        classes = set()
-    if not classes or not classes <= set(range(10)):
-        raise UsageError(f"--classes must name classes 0-9, got {text!r}")
-    return sorted(classes)
-
-
-def select(images, labels, classes, per_class=None):
-    """Keep `classes` (relabelled 0..k-1), at most `per_class` images of each."""
-    keep = []
-    for c in classes:
-        idx = (labels == c).nonzero().flatten()
-        keep.append(idx[:per_class] if per_class else idx)
-    keep = torch.cat(keep).sort().values
-    relabel = torch.full((10,), -1, dtype=torch.long)
-    relabel[classes] = torch.arange(len(classes))
-    return images[keep], relabel[labels[keep]]
-
-
 def split_validation(images, labels, fraction: float = 1 / 8):
     """A fixed split of the training set: the same images are held out whatever --seed is."""
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1234))
@@ -145,8 +118,8 @@ def datasets(args):
         load, mean, std, augment = mnist5k, MEAN, STD, None
         names = [str(c) for c in classes]
     train, val = split_validation(*load("train"))
-    train = select(*train, classes, args.per_class)
-    val, test = select(*val, classes), select(*load("test"), classes)
+    train = select_classes(*train, classes, args.per_class)
+    val, test = select_classes(*val, classes), select_classes(*load("test"), classes)
     return (ImageDataset(*train, mean, std, transform=augment), ImageDataset(*val, mean, std),
             ImageDataset(*test, mean, std), names)
 

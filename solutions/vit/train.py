@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vislab import RUNS_DIR, plots
-from vislab.data import ImageDataset, mnist, mnist5k
+from vislab.data import ImageDataset, mnist, mnist5k, parse_classes, select_classes
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
 from vislab.training import RunConfig, fit, load_checkpoint, positive_int, setup, teardown
@@ -63,36 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------ data
 
-def parse_classes(text: str) -> list[int]:
-    digits = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            digits.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        digits = set()
-    if not digits or not digits <= set(range(10)):
-        raise UsageError(f"--classes must name digits 0-9, got {text!r}")
-    return sorted(digits)
-
-
-def select(images, labels, classes, per_class=None):
-    """Keep `classes` (relabelled 0..k-1), at most `per_class` images of each."""
-    keep = []
-    for new, digit in enumerate(classes):
-        idx = (labels == digit).nonzero().flatten()
-        keep.append(idx[:per_class] if per_class else idx)
-    keep = torch.cat(keep).sort().values
-    relabel = torch.full((10,), -1, dtype=torch.long)
-    relabel[classes] = torch.arange(len(classes))
-    return images[keep], relabel[labels[keep]]
-
-
 def datasets(args):
     load = mnist if args.full else mnist5k
     classes = parse_classes(args.classes)
-    train = select(*load("train"), classes, args.per_class)
-    test = select(*load("test"), classes)
+    train = select_classes(*load("train"), classes, args.per_class)
+    test = select_classes(*load("test"), classes)
     augment = v2.RandAugment() if args.randaugment else None
     return (ImageDataset(*train, MEAN, STD, transform=augment),
             ImageDataset(*test, MEAN, STD), classes)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vislab import DATASETS_DIR
+from vislab.errors import UsageError
 
 
 class MissingData(FileNotFoundError):
@@ -49,6 +50,37 @@ class ImageDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return self.normalise(image), self.labels[i]
+
+
+def parse_classes(text: str | None) -> list[int]:
+    """A --classes option: '0-4', '1,3,5' or '0-2,7' -> the sorted class ids, all among 0-9;
+    None -> all ten."""
+    if text is None:
+        return list(range(10))
+    classes = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            classes.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        classes = set()
+    if not classes or not classes <= set(range(10)):
+        raise UsageError(f"--classes must name classes 0-9 (e.g. 0-4 or 1,3,5), got {text!r}")
+    return sorted(classes)
+
+
+def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int],
+                   per_class: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep `classes` (relabelled 0..k-1 in that order), at most `per_class` images of each (the
+    first ones, so the choice does not depend on a seed)."""
+    keep = []
+    for c in classes:
+        idx = (labels == c).nonzero().flatten()
+        keep.append(idx[:per_class] if per_class else idx)
+    keep = torch.cat(keep).sort().values
+    relabel = torch.full((10,), -1, dtype=torch.long)
+    relabel[classes] = torch.arange(len(classes))
+    return images[keep], relabel[labels[keep]]
 
 
 def cache_dir() -> Path:
