@@ -16,18 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import cpu_name
 from vislab import SOLUTIONS_DIR
 from vislab.autograde import autograde
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:
@@ -43,7 +34,7 @@ def main() -> int:
     parser.add_argument("--submissions", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{'root' if hasattr(os, 'geteuid') and os.geteuid() == 0 else 'not root'}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     failures = 0

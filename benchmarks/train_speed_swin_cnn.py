@@ -13,58 +13,26 @@ alternate epoch by epoch, so that a change in the machine's load hits both alike
   layer scale 1e-6, stochastic depth 0.1) and the lab's 1-channel 2x2 stem.
 - ResNet-20: torchvision has no 6n+2 CIFAR-style ResNet (its ResNets are ImageNet-shaped: a 7x7
   stride-2 stem, max pooling, 64-512 filters), so the same 6n+2 net is built from torchvision's
-  BasicBlock (the grader's reference, autograder/swin_cnn.py's CifarResNet). The lab's ResNet
+  BasicBlock (the grader's reference, autograder/swin_cnn.py's CifarResNet, is what runs). The lab's ResNet
   normalises with the lab's own BatchNorm (norms.py, tensor operations: the lesson), torch's
   nn.BatchNorm2d is one fused kernel; row resnet-torchbn gives the lab's ResNet torch's
   BatchNorm too, which separates the architecture's cost from the norm's.
 """
 import argparse
-import platform
-import statistics
-import time
+import sys
 from datetime import date
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt, LayerNorm2d
-from torchvision.models.resnet import BasicBlock
 from torchvision.models.swin_transformer import SwinTransformer
 
+from timing import cpu_name, timed
 from vislab import SOLUTIONS_DIR
 from vislab.data import mnist5k
 from vislab.data.mnist import normalise
+from vislab.grading import load_lab
 from vislab.impl import import_lab
-
-
-def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
-
-
-def timed_pair(ours, theirs, x, y, repeats) -> tuple[float, float]:
-    """Median epoch seconds of both, measured alternately after one warm-up epoch each."""
-    epoch_seconds(ours, x, y)
-    epoch_seconds(theirs, x, y)
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(epoch_seconds(ours, x, y))
-        b.append(epoch_seconds(theirs, x, y))
-    return statistics.median(a), statistics.median(b)
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def tv_swin(c) -> nn.Module:
@@ -85,27 +53,11 @@ def tv_convnext(c) -> nn.Module:
     return m
 
 
-class TorchvisionBlocksResNet(nn.Module):
-    """ResNet 6n+2 (16/32/64 filters) from torchvision's BasicBlock, 1x1-conv shortcuts."""
-
-    def __init__(self, n=3, widths=(16, 32, 64), in_channels=1, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        c_in, layers = widths[0], []
-        for width, stride in zip(widths, (1, 2, 2)):
-            for i in range(n):
-                s = stride if i == 0 else 1
-                down = None
-                if s != 1 or c_in != width:
-                    down = nn.Sequential(nn.Conv2d(c_in, width, 1, s, bias=False), nn.BatchNorm2d(width))
-                layers.append(BasicBlock(c_in, width, s, down))
-                c_in = width
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x):
-        return self.fc(self.layers(F.relu(self.bn1(self.conv1(x)))).mean(dim=(2, 3)))
+def tv_resnet(norm_layer=nn.BatchNorm2d) -> nn.Module:
+    """The grader's reference ResNet-20 (autograder/swin_cnn.py): torchvision BasicBlocks."""
+    load_lab("swin_cnn")
+    reference = sys.modules["_vislab_autograder.swin_cnn"].CifarResNet
+    return reference((16, 32, 64), 3, 1, 10, norm_layer)
 
 
 def main() -> None:
@@ -125,17 +77,17 @@ def main() -> None:
     pairs["swin"] = (lab.swin.Swin(swin_config), tv_swin(swin_config), "SwinTransformer")
     cn_config = lab.convnext.ConvNeXtConfig(drop_path=0.1)
     pairs["convnext"] = (lab.convnext.ConvNeXt(cn_config), tv_convnext(cn_config), "ConvNeXt")
-    pairs["resnet"] = (lab.resnet.ResNet(lab.resnet.ResNetConfig()), TorchvisionBlocksResNet(),
+    pairs["resnet"] = (lab.resnet.ResNet(lab.resnet.ResNetConfig()), tv_resnet(),
                        "BasicBlock 6n+2 (no tv ResNet-20)")
     pairs["resnet-torchbn"] = (lab.resnet.ResNet(lab.resnet.ResNetConfig(), norm_layer=nn.BatchNorm2d),
-                               TorchvisionBlocksResNet(), "the same, both with nn.BatchNorm2d")
+                               tv_resnet(), "the same, both with nn.BatchNorm2d")
     print(f"{date.today()}, {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':<14} {'params ours':>11} {'params tv':>10} {'ours s/epoch':>12} "
           f"{'tv s/epoch':>10} {'ratio':>6}  torchvision model")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     for name in args.models.split(","):
         ours, theirs, what = pairs[name]
-        t_ours, t_theirs = timed_pair(ours, theirs, x, labels, args.repeats)
+        t_ours, t_theirs = timed([ours, theirs], x, labels, args.repeats)
         print(f"{name:<14} {count(ours):>11,} {count(theirs):>10,} {t_ours:>12.2f} {t_theirs:>10.2f} "
               f"{t_ours / t_theirs:>5.2f}x  {what}", flush=True)
     print("budget: ours / torchvision <= 1.2x")

@@ -3,49 +3,23 @@
     python benchmarks/train_speed_vit.py [--repeats 5]
 
 One epoch of MNIST-5k (4,000 images, batch 64, AdamW), the same plain loop for every model,
-median of --repeats epochs after one warm-up epoch. torchvision's VisionTransformer gets the
+median of --repeats epochs after one warm-up epoch, the three models taking turns epoch by
+epoch. torchvision's VisionTransformer gets the
 same config (7x7 patches, 2 blocks, D = 64, 4 heads, MLP 128) and a 1-channel patch
 projection so that both read the same images. The CNN baseline has no torchvision
 counterpart (torchvision's CNNs are ImageNet-sized), so it is timed for reference only.
 """
 import argparse
-import platform
-import statistics
-import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
+from timing import cpu_name, timed
 from vislab import SOLUTIONS_DIR
 from vislab.data import mnist5k
 from vislab.data.mnist import normalise
 from vislab.impl import import_lab
-
-
-def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
-
-
-def timed(model, x, y, repeats) -> float:
-    epoch_seconds(model, x, y)  # warm-up
-    return statistics.median(epoch_seconds(model, x, y) for _ in range(repeats))
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -64,8 +38,7 @@ def main() -> None:
     theirs.conv_proj = nn.Conv2d(1, config.dim, config.patch_size, config.patch_size)
     cnn = lab.cnn.SmallCNN()
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    t_ours, t_theirs = timed(ours, x, labels, args.repeats), timed(theirs, x, labels, args.repeats)
-    t_cnn = timed(cnn, x, labels, args.repeats)
+    t_ours, t_theirs, t_cnn = timed([ours, theirs, cnn], x, labels, args.repeats)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f"{'model':<34} {'params':>8} {'s/epoch':>8}")
     print(f"{'vislab ViT (solutions/vit)':<34} {count(ours):>8,} {t_ours:>8.3f}")

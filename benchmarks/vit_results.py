@@ -8,7 +8,6 @@ seconds) with the date, the CPU and the torch version, ready for the docs.
 """
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from timing import cpu_name
 from vislab import RUNS_DIR
 
 # name: (options, the run folder it needs first, if any)
@@ -36,13 +36,6 @@ EXPERIMENTS = {
                                   "{vit-pretrain-0-4}/checkpoint.pt", "--finetune-mode", "full"],
                                  "vit-pretrain-0-4"),
 }
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
