@@ -254,19 +254,7 @@ class Cgroups:
             except OSError:
                 continue
             self.dirs.append(folder)
-            try:
-                for key, value in settings:
-                    if (folder / key).exists():
-                        (folder / key).write_text(value)
-            except OSError:
-                continue
-            if controller == "memory":
-                self.memory_dir = folder
-                self.active.append(f"memory cgroup ({limits.memory / GiB:g} GiB)")
-            elif controller == "pids":
-                self.active.append(f"pids cgroup ({limits.pids} tasks)")
-            else:
-                self.active.append(f"cpu cgroup ({limits.threads:g} CPU)")
+            self._limit(folder, controller, settings, limits, "")
         if not self.dirs and "unified" in mounts and "" in own:
             self._try_v2(mounts["unified"] / own[""].lstrip("/"), name, limits)
 
@@ -286,19 +274,22 @@ class Cgroups:
                     "pids": [("pids.max", str(limits.pids))],
                     "cpu": [("cpu.max", f"{int(limits.threads * 100000)} 100000")]}
         for controller in wanted:
-            try:
-                for key, value in settings[controller]:
-                    if (folder / key).exists():
-                        (folder / key).write_text(value)
-            except OSError:
-                continue
-            if controller == "memory":
-                self.memory_dir = folder
-                self.active.append(f"memory cgroup v2 ({limits.memory / GiB:g} GiB)")
-            elif controller == "pids":
-                self.active.append(f"pids cgroup v2 ({limits.pids} tasks)")
-            else:
-                self.active.append(f"cpu cgroup v2 ({limits.threads:g} CPU)")
+            self._limit(folder, controller, settings[controller], limits, " v2")
+
+    def _limit(self, folder: Path, controller: str, settings: list[tuple[str, str]], limits: Limits,
+               version: str) -> None:
+        """Write one controller's limits into `folder`; count it as active only if all were taken."""
+        try:
+            for key, value in settings:
+                if (folder / key).exists():
+                    (folder / key).write_text(value)
+        except OSError:
+            return
+        if controller == "memory":
+            self.memory_dir = folder
+        self.active.append({"memory": f"memory cgroup{version} ({limits.memory / GiB:g} GiB)",
+                            "pids": f"pids cgroup{version} ({limits.pids} tasks)",
+                            "cpu": f"cpu cgroup{version} ({limits.threads:g} CPU)"}[controller])
 
     @property
     def procs_files(self) -> list[str]:
