@@ -38,19 +38,20 @@ def by_task(cases: dict) -> list:
 
 # -------------------------------------------------------------------- plausible mistakes
 
-BN_MEAN = "mean = x.mean(dim=(0, 2, 3), keepdim=True)                  # (1, C, 1, 1)"
-BN_VAR = "var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)           # (1, C, 1, 1), biased"
+BN_MEAN = "mean = x.sum(dim=(0, 2, 3), keepdim=True) / n               # (1, C, 1, 1)"
+BN_VAR = "var = (x * x).sum(dim=(0, 2, 3), keepdim=True) / n - mean * mean  # (1, C, 1, 1), biased"
 BN_RUNNING = ("                self.running_mean.lerp_(mean.flatten(), self.momentum)\n"
               "                self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)\n")
 BN_OUT = ("        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)  # (1, C, 1, 1)\n"
-          "        return torch.addcmul(self.bias.view(1, -1, 1, 1), xc, scale)     # beta + xc * scale")
+          "        shift = self.bias.view(1, -1, 1, 1) - mean * scale                 # (1, C, 1, 1)\n"
+          "        return x * scale + shift                                            # (B, C, H, W)")
 
 
 def bn_over(dims: str) -> list:
     """BatchNorm with its statistics over other axes (keepdim, so that the shapes still work;
     the running statistics, which would no longer fit, are left alone)."""
     return [(BN_MEAN, f"mean = x.mean(dim={dims}, keepdim=True)"),
-            (BN_VAR, f"var = (xc * xc).mean(dim={dims}, keepdim=True)"),
+            (BN_VAR, f"var = (x * x).mean(dim={dims}, keepdim=True) - mean * mean"),
             (BN_RUNNING, "                pass\n")]
 
 
@@ -205,11 +206,11 @@ MISTAKES = {
         [("self.running_mean.lerp_(mean.flatten(), self.momentum)",
           "self.running_mean.lerp_(mean.flatten(), 1 - self.momentum)")], "the wrong way round"),
     "BatchNorm with batch statistics in eval mode": (
-        "norms", "norms.py", [("        if self.training:\n            " + BN_MEAN, "        if True:\n            " + BN_MEAN)],
+        "norms", "norms.py", [("        if self.training:\n            # Sums of x", "        if True:\n            # Sums of x")],
         "batch statistics in evaluation mode"),
     "BatchNorm with detached statistics": (
-        "norms", "norms.py", [(BN_MEAN, "mean = x.detach().mean(dim=(0, 2, 3), keepdim=True)"),
-                              (BN_VAR, "var = (xc * xc).detach().mean(dim=(0, 2, 3), keepdim=True)")],
+        "norms", "norms.py", [(BN_MEAN, "mean = x.detach().sum(dim=(0, 2, 3), keepdim=True) / n"),
+                              (BN_VAR, "var = (x * x).detach().sum(dim=(0, 2, 3), keepdim=True) / n - mean * mean")],
         "detached statistics"),
     "BatchNorm calling F.batch_norm": (
         "norms", "norms.py",
@@ -457,19 +458,19 @@ ALTERNATIVES = {
             c_in = width""")]),
     "norms with var_mean, flat views and in-place updates": ("norms", "norms.py", [(
         "            " + BN_MEAN + """
-            xc = x - mean                                               # (B, C, H, W)
             """ + BN_VAR + """
-            n = x.numel() // x.shape[1]
+            var = var.clamp_min(0)                                      # rounding can go below 0
             with torch.no_grad():
 """ + BN_RUNNING.rstrip("\n"),
         """            flat = x.transpose(0, 1).reshape(x.shape[1], -1)      # (C, B*H*W)
             var, mean = torch.var_mean(flat, dim=1, unbiased=False)
-            xc = x - mean.view(1, -1, 1, 1)
-            var = var.view(1, -1, 1, 1)
             with torch.no_grad():
                 self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
                 self.running_var.mul_(1 - self.momentum).add_(
-                    self.momentum * flat.var(1, unbiased=True))"""), (
+                    self.momentum * flat.var(1, unbiased=True))
+            mean, var = mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1)"""), (
+        BN_OUT, """        x_hat = (x - mean) / torch.sqrt(var + self.eps)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), x_hat, self.weight.view(1, -1, 1, 1))"""), (
         """        g = x.reshape(B, self.num_groups, -1)                         # (B, G, C/G*H*W)
         gc = g - g.mean(dim=-1, keepdim=True)
         var = (gc * gc).mean(dim=-1, keepdim=True)                    # (B, G, 1)

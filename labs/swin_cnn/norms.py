@@ -42,10 +42,10 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        # TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased
-        #   variance; update the running estimates under torch.no_grad() (unbiased variance);
-        #   in eval, centre with running_mean and use running_var. Then scale and shift.
-        raise NotImplementedError('TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased')
+        # TODO(norms): in training, the mean and biased variance of each channel over dims
+        #   (0, 2, 3); update the running estimates under torch.no_grad() (unbiased variance);
+        #   in eval, running_mean and running_var instead. Then normalise, scale and shift.
+        raise NotImplementedError('TODO(norms): in training, the mean and biased variance of each channel over dims')
 
 
 class InstanceNorm(nn.Module):

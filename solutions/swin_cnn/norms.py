@@ -43,22 +43,29 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         ### BEGIN SOLUTION
-        # TODO(norms): in training, the mean over dims (0, 2, 3), the centred x, its biased
-        #   variance; update the running estimates under torch.no_grad() (unbiased variance);
-        #   in eval, centre with running_mean and use running_var. Then scale and shift.
+        # TODO(norms): in training, the mean and biased variance of each channel over dims
+        #   (0, 2, 3); update the running estimates under torch.no_grad() (unbiased variance);
+        #   in eval, running_mean and running_var instead. Then normalise, scale and shift.
         if self.training:
-            mean = x.mean(dim=(0, 2, 3), keepdim=True)                  # (1, C, 1, 1)
-            xc = x - mean                                               # (B, C, H, W)
-            var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)           # (1, C, 1, 1), biased
-            n = x.numel() // x.shape[1]
+            # Sums of x and x^2, var = E[x^2] - mean^2: no centred copy of x and a backward with
+            # fewer passes over the map, so ResNet-20 trains about as fast as with torch's fused
+            # BatchNorm2d (benchmarks/train_speed_swin_cnn.py). The price is precision when a
+            # channel's mean dwarfs its spread (float32): 1e-6 off torch's output at mean = std,
+            # 1e-4 at 10x, 5e-3 at 100x. Conv outputs in a normalised network stay near the first.
+            n = x.numel() // x.shape[1]                                 # B*H*W values per channel
+            mean = x.sum(dim=(0, 2, 3), keepdim=True) / n               # (1, C, 1, 1)
+            var = (x * x).sum(dim=(0, 2, 3), keepdim=True) / n - mean * mean  # (1, C, 1, 1), biased
+            var = var.clamp_min(0)                                      # rounding can go below 0
             with torch.no_grad():
                 self.running_mean.lerp_(mean.flatten(), self.momentum)
                 self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)
         else:
-            xc = x - self.running_mean.view(1, -1, 1, 1)
+            mean = self.running_mean.view(1, -1, 1, 1)
             var = self.running_var.view(1, -1, 1, 1)
+        # gamma (x - mean) / sqrt(var + eps) + beta as one scale and one shift per channel
         scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)  # (1, C, 1, 1)
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), xc, scale)     # beta + xc * scale
+        shift = self.bias.view(1, -1, 1, 1) - mean * scale                 # (1, C, 1, 1)
+        return x * scale + shift                                            # (B, C, H, W)
         ### END SOLUTION
 
 
