@@ -50,8 +50,9 @@ class BatchNorm(nn.Module):
             # Sums of x and x^2, var = E[x^2] - mean^2: no centred copy of x and a backward with
             # fewer passes over the map, so ResNet-20 trains about as fast as with torch's fused
             # BatchNorm2d (benchmarks/train_speed_swin_cnn.py). The price is precision when a
-            # channel's mean dwarfs its spread (float32): 1e-6 off torch's output at mean = std,
-            # 1e-4 at 10x, 5e-3 at 100x. Conv outputs in a normalised network stay near the first.
+            # channel's mean dwarfs its spread (float32): 1e-6 off at mean = std, 1e-4 at 10x,
+            # 1e-2 at 100x (benchmarks/batchnorm_precision.py); conv outputs in a normalised
+            # network stay near the first.
             n = x.numel() // x.shape[1]                                 # B*H*W values per channel
             mean = x.sum(dim=(0, 2, 3), keepdim=True) / n               # (1, C, 1, 1)
             var = (x * x).sum(dim=(0, 2, 3), keepdim=True) / n - mean * mean  # (1, C, 1, 1), biased
