@@ -82,13 +82,77 @@ def test_release_writes_and_check_reports_drift(tmp_path, capsys):
     solutions, labs = tmp_path / "solutions", tmp_path / "labs"
     shutil.copytree(SOLUTIONS_DIR / "vit", solutions / "vit")
     assert drift(solutions, labs)                                  # nothing released yet
-    written = release(solutions, labs)
-    assert "vit/model.py" in written and drift(solutions, labs) == []
+    written, kept = release(solutions, labs)
+    assert "vit/model.py" in written and not kept and drift(solutions, labs) == []
     (labs / "vit" / "model.py").write_text("# hand-edited\n")
-    (labs / "vit" / "extra.py").write_text("")
+    (labs / "vit" / "extra.py").write_text("my notes")
     assert drift(solutions, labs) == ["vit/extra.py: not in solutions/", "vit/model.py: differs"]
-    assert release(solutions, labs) == ["vit/extra.py", "vit/model.py"]
-    assert drift(solutions, labs) == []
+    assert release(solutions, labs) == (["vit/model.py"], ["vit/extra.py"])
+    assert (labs / "vit" / "extra.py").read_text() == "my notes"   # never deleted
+    assert drift(solutions, labs) == ["vit/extra.py: not in solutions/"]
+
+
+def test_cli_release_keeps_an_extra_file_and_says_so(tmp_path, monkeypatch, capsys):
+    """An extra file in labs/<lab>/ (a student's notes, a stale file) is never deleted; the
+    command says it kept it and exits 1 instead of printing 'wrote' for a deletion."""
+    import vislab.cli as cli
+
+    solutions, labs = tmp_path / "solutions", tmp_path / "labs"
+    shutil.copytree(SOLUTIONS_DIR / "vit", solutions / "vit")
+    release(solutions, labs)
+    (labs / "vit" / "notes.py").write_text("keep me")
+    monkeypatch.setattr(cli, "SOLUTIONS_DIR", solutions)
+    monkeypatch.setattr(cli, "LABS_DIR", labs)
+    assert main(["release"]) == 1
+    out, err = capsys.readouterr()
+    assert "kept labs/vit/notes.py" in err and "wrote" not in out
+    assert (labs / "vit" / "notes.py").read_text() == "keep me"
+
+
+GIVEN_SOURCE = SOURCE + '''
+
+def helper():
+    return 1
+'''
+
+
+def test_given_code_is_the_earlier_labs_solution_without_markers(tmp_path):
+    """A later lab's given.txt names an earlier lab's file; release writes it, finished and
+    without markers or TODO hints, into solutions/<later>/ and labs/<later>/; a hand edit of
+    the copy is drift."""
+    solutions, labs = tmp_path / "solutions", tmp_path / "labs"
+    (solutions / "early").mkdir(parents=True)
+    (solutions / "early" / "__init__.py").write_text("")
+    (solutions / "early" / "attn.py").write_text(GIVEN_SOURCE)
+    (solutions / "late").mkdir()
+    (solutions / "late" / "__init__.py").write_text("")
+    (solutions / "late" / "given.txt").write_text("# from the early lab\nattn.py = early/attn.py\n")
+    problems = drift(solutions, labs)
+    assert "solutions/late/attn.py: given copy missing" in problems
+    written, _ = release(solutions, labs)
+    assert "solutions/late/attn.py" in written and drift(solutions, labs) == []
+    given = (solutions / "late" / "attn.py").read_text()
+    assert (labs / "late" / "attn.py").read_text() == given
+    assert "scores = q @ k.transpose" in given and "def helper" in given
+    assert "BEGIN SOLUTION" not in given and "TODO(" not in given
+    assert given.startswith("# Given code, written by `vislab release` from solutions/early/attn.py")
+    assert "raise NotImplementedError" in (labs / "early" / "attn.py").read_text()
+    (solutions / "late" / "attn.py").write_text(given + "# edited\n")
+    assert "solutions/late/attn.py: given copy differs" in drift(solutions, labs)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("attn.py early/attn.py", "expected 'FILE.py = LAB/FILE.py'"),
+    ("attn.py = early/nothing.py", "no solutions/early/nothing.py"),
+])
+def test_a_bad_given_line_is_named(tmp_path, line, words):
+    solutions = tmp_path / "solutions"
+    (solutions / "early").mkdir(parents=True)
+    (solutions / "early" / "attn.py").write_text(SOURCE)
+    (solutions / "late").mkdir()
+    (solutions / "late" / "given.txt").write_text(line + "\n")
+    with pytest.raises(ReleaseError, match=re.escape(f"late/given.txt:1: {words}")):
+        drift(solutions, tmp_path / "labs")
 
 
 def test_cli_release_check_passes_on_the_repo(capsys):

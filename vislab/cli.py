@@ -26,9 +26,15 @@ def cmd_release(args) -> int:
             return 1
         print("labs/ is up to date with solutions/")
         return 0
-    changed = release(SOLUTIONS_DIR, LABS_DIR)
-    print("\n".join(f"wrote labs/{rel}" for rel in changed) or "labs/ was already up to date")
-    return 0
+    written, kept = release(SOLUTIONS_DIR, LABS_DIR)
+    for rel in written:
+        print(f"wrote {rel}" if rel.startswith("solutions/") else f"wrote labs/{rel}")
+    if not written:
+        print("labs/ was already up to date")
+    for rel in kept:
+        print(f"kept labs/{rel}: solutions/ has no such file, so release did not delete it "
+              f"(remove it by hand if it should go)", file=sys.stderr)
+    return 1 if kept else 0
 
 
 def cmd_grade(args) -> int:

@@ -43,7 +43,12 @@ class UnknownLab(KeyError):
 
 
 class CheckFailed(AssertionError):
-    """The student's code ran but its result is wrong; the message says how."""
+    """The student's code ran but its result is wrong; the message says how. `mistake` names
+    the known mistake the result matches, when one does (a structured field for reports)."""
+
+    def __init__(self, message: str, mistake: str | None = None):
+        super().__init__(message)
+        self.mistake = mistake
 
 
 class CheckTimeout(BaseException):
@@ -128,9 +133,10 @@ class Student:
 
 # ----------------------------------------------------------------------- helpers for checks
 
-def expect(condition: bool, message: str) -> None:
+def expect(condition: bool, message: str, mistake: str | None = None) -> None:
+    """Fail with `message` unless `condition`; `mistake` names the known mistake it detects."""
     if not condition:
-        raise CheckFailed(message)
+        raise CheckFailed(message, mistake)
 
 
 def expect_tensor(value, what: str) -> torch.Tensor:
@@ -155,12 +161,13 @@ def expect_close(got, want: torch.Tensor, what: str, atol: float = 1e-5, rtol: f
     if torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol):
         return
     diff = (got.double() - want.double()).abs().max().item()
-    message = f"{what}: max abs diff {diff:.3g} (allowed {atol:g} + {rtol:g}*|expected|)"
+    allowed = ("must be exactly equal" if atol == rtol == 0
+               else f"allowed {atol:g} + {rtol:g}*|expected|")
+    message = f"{what}: max abs diff {diff:.3g} ({allowed})"
     for mistake, wrong in (diagnoses or {}).items():
         if wrong.shape == got.shape and torch.allclose(got.double(), wrong.double(),
                                                        atol=atol, rtol=rtol):
-            message += f"; it matches {mistake}"
-            break
+            raise CheckFailed(f"{message}; it matches {mistake}", mistake)
     raise CheckFailed(message)
 
 
@@ -186,6 +193,7 @@ class CheckResult:
     message: str
     seconds: float
     output: str = ""  # the student's prints and warnings during the check (truncated)
+    mistake: str = ""  # the known mistake the student's result matched, if any
 
 
 def _on_alarm(signum, frame):
@@ -217,7 +225,7 @@ def check_seed(check: Check, seed: int) -> int:
 
 def run_check(check: Check, student, seed: int = 0) -> CheckResult:
     start = time.perf_counter()
-    status, message = "passed", ""
+    status, message, mistake = "passed", "", ""
     time_limit = getattr(student, "time_limit", alarm)
     try:
         with time_limit(check.timeout):
@@ -230,14 +238,14 @@ def run_check(check: Check, student, seed: int = 0) -> CheckResult:
         if exc.todo and exc.todo != check.task:
             message = f"needs {exc.todo}, which is not implemented yet"
     except CheckFailed as exc:
-        status, message = "failed", str(exc)
+        status, message, mistake = "failed", str(exc), exc.mistake or ""
     except Exception as exc:  # a bug in the check itself: never crash the grade table
         status, message = "error", f"grader error in {check.name}: {type(exc).__name__}: {exc}"
     take_output = getattr(student, "take_output", None)
     output = take_output() if take_output else ""
     earned = check.points if status == "passed" else 0.0
     return CheckResult(check.task, check.name, check.points, earned, status, message,
-                       round(time.perf_counter() - start, 3), output)
+                       round(time.perf_counter() - start, 3), output, mistake)
 
 
 @contextlib.contextmanager
@@ -294,6 +302,9 @@ def summarize(lab: Lab, results: list[CheckResult]) -> list[dict]:
         else:
             first = next(r for r in failing if r.status != "not implemented")
             status, message = first.status, f"{first.check}: {first.message}"
+            others = [r.check for r in failing if r is not first]
+            if others:  # every failing check is named; --json has each one's message
+                message += f" (+{len(others)} more failing: {', '.join(others)})"
         rows.append({"task": task, "title": title, "earned": sum(r.earned for r in mine),
                      "possible": sum(r.points for r in mine), "status": status,
                      "message": message})
