@@ -54,3 +54,47 @@ def test_show_is_deterministic_from_the_seed(tmp_path):
     b = show.show("tetrominoes", tmp_path / "b.png", n=4, seed=1).read_bytes()
     c = show.show("tetrominoes", tmp_path / "c.png", n=4, seed=2).read_bytes()
     assert a == b and a != c
+
+
+def test_show_into_an_existing_folder_writes_inside_and_keeps_its_files(tmp_path):
+    """--out naming a folder never deletes it: the picture goes inside, next to what was there."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    path = show.show("tetrominoes", folder, n=2)
+    assert path == folder / "tetrominoes.png" and Image.open(path).format == "PNG"
+    assert (folder / "thesis.tex").read_text() == "years of work"
+
+
+def test_show_refuses_an_out_that_is_not_a_png_or_a_folder(tmp_path):
+    from vislab.errors import UsageError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    with pytest.raises(UsageError, match="ending in .png or an existing folder"):
+        show.show("tetrominoes", notes, n=2)
+    assert notes.read_text() == "keep"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--n", "0"], "must be at least 1"),
+    (["--split", "bogus"], "split must be one of"),
+])
+def test_cli_show_bad_options_are_one_line(tmp_path, capsys, argv, words):
+    from vislab.cli import main
+
+    argv = ["data", "show", "tetrominoes", "--out", str(tmp_path / "x.png"), *argv]
+    if argv[-2] == "--n":  # argparse refuses it: usage and one line, exit 2
+        with pytest.raises(SystemExit, match="2"):
+            main(argv)
+    else:
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_cli_show_dsprites_has_no_split(tmp_path, capsys):
+    from vislab.cli import main
+
+    assert main(["data", "show", "dsprites", "--split", "test", "--out", str(tmp_path / "d.png")]) == 2
+    assert "dsprites has no splits" in capsys.readouterr().err

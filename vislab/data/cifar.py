@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vislab.data.common import MissingData, data_root
+from vislab.data.common import BadSplit, MissingData, data_root
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # torchvision's CIFAR10.tgz_md5
@@ -36,7 +36,7 @@ def cifar10(split: str, root: Path | None = None) -> tuple[torch.Tensor, torch.T
     from torchvision.datasets.utils import check_integrity
 
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise BadSplit(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root) if root else data_root()
     files = CIFAR10.train_list if split == "train" else CIFAR10.test_list
     files = files + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from vislab.data import manifest
+from vislab.training import positive_int
 
 
 def cmd_list(args) -> int:
@@ -160,8 +161,9 @@ def add_parser(sub) -> None:
 
     q = data_sub.add_parser("show", help="write a PNG grid of samples and print its path")
     q.add_argument("name", type=_known, help=", ".join(manifest.names()))
-    q.add_argument("--out", help="the PNG to write (default datasets/cache/show/NAME.png)")
-    q.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    q.add_argument("--out", help="the .png to write, or a folder to write NAME.png into "
+                                 "(default datasets/cache/show/NAME.png)")
+    q.add_argument("--n", type=positive_int, default=16, help="number of samples (default 16)")
     q.add_argument("--seed", type=int, default=0, help="which samples (default 0)")
     q.add_argument("--split", help="the split to show (default: the training split)")
     q.set_defaults(run=cmd_show)

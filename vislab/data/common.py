@@ -15,6 +15,10 @@ from vislab import DATASETS_DIR
 from vislab.errors import UsageError
 
 
+class BadSplit(UsageError, ValueError):
+    """A split name the data set does not have (one line for the user, a ValueError for code)."""
+
+
 class MissingData(FileNotFoundError):
     """A data set's files are not where the kit looks; the message says where to put them."""
 

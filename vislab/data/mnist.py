@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from vislab import DATASETS_DIR
-from vislab.data.common import MissingData, data_root
+from vislab.data.common import BadSplit, MissingData, data_root
 
 MNIST5K_FILE = DATASETS_DIR / "mnist5k" / "mnist5k.npz"
 MEAN, STD = 0.1307, 0.3081  # the full MNIST training set's pixel statistics
@@ -21,7 +21,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def mnist5k(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST-5k: uint8 images (N, 1, 28, 28) and int64 labels; 'train' 4000, 'test' 1000."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise BadSplit(f"split must be 'train' or 'test', got {split!r}")
     if not MNIST5K_FILE.exists():
         raise MissingData(f"MNIST-5k ships with the kit at {MNIST5K_FILE}, but the file is missing; "
                           f"restore it with `git checkout -- {MNIST5K_FILE.relative_to(DATASETS_DIR.parent)}`")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vislab.data.common import BadSplit
 from vislab.data.mnist import mnist5k
 
 FRAME_SIZE = 64
@@ -60,7 +61,7 @@ class MovingMNIST(Dataset):
     def __init__(self, split: str = "train", n: int = 10_000, frames: int = 3, max_digits: int = 2,
                  seed: int = 0):
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise BadSplit(f"split must be one of {SPLITS}, got {split!r}")
         if not 1 <= frames <= MAX_FRAMES:
             raise ValueError(f"frames must be 1..{MAX_FRAMES}, got {frames}")
         if max_digits not in (1, 2):

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vislab.data.common import MissingData, data_root
+from vislab.data.common import BadSplit, MissingData, data_root
 from vislab.data.dsprites import UNIT, draw_sprite
 
 STYLES = ("multi-dsprites", "tetrominoes")
@@ -152,7 +152,7 @@ class MultiObjectScenes(Dataset):
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise BadSplit(f"split must be one of {SPLITS}, got {split!r}")
         if size not in (64, 128):
             raise ValueError(f"size must be 64 or 128, got {size}")
         low, high = DEFAULT_OBJECTS[style]
@@ -201,7 +201,7 @@ class MaskedSceneFolder(Dataset):
     def __init__(self, folder: Path, prefix: str, split: str = "train", size: int = 128,
                  max_masks: int = 11, how_to_get: str = ""):
         if split not in SPLIT_FRACTIONS:
-            raise ValueError(f"split must be one of {tuple(SPLIT_FRACTIONS)}, got {split!r}")
+            raise BadSplit(f"split must be one of {tuple(SPLIT_FRACTIONS)}, got {split!r}")
         self.folder, self.size, self.max_masks, self.how_to_get = Path(folder), size, max_masks, how_to_get
         images = sorted(self.folder.glob(f"**/{prefix}{'[0-9]' * 6}.png"), key=lambda p: p.name)
         if not images:

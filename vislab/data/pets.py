@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vislab.data.common import MissingData, atomic_write, cache_dir, data_root
+from vislab.data.common import BadSplit, MissingData, atomic_write, cache_dir, data_root
 
 SPLITS = ("trainval", "test")
 PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
@@ -63,7 +63,7 @@ class PetsSegmentation(Dataset):
         from torchvision.datasets import OxfordIIITPet
 
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise BadSplit(f"split must be one of {SPLITS}, got {split!r}")
         root = Path(root) if root else data_root()
         folder = pets_folder(root)
         for needed in (folder / "images", folder / "annotations" / "trimaps",

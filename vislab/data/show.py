@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from vislab.data.common import atomic_write, cache_dir
+from vislab.errors import UsageError
 
 COLUMNS = 8
 PALETTE = torch.tensor([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -67,9 +68,12 @@ def _moving_mnist(split: str | None, n: int, seed: int) -> torch.Tensor:
     return as_rgb(torch.cat([ds[i] for i in range(n)]))  # (n * 8, 3, 64, 64)
 
 
-def _dsprites(n: int, seed: int) -> torch.Tensor:
+def _dsprites(n: int, seed: int, split: str | None = None) -> torch.Tensor:
     from vislab.data import dsprites as d
 
+    if split is not None:
+        raise UsageError("dsprites has no splits: it is one grid of every factor combination "
+                         "(leave out --split)")
     indices = np.sort(_pick(d.N_IMAGES, n, seed))
     if d.official_file().exists() or d.cache_file().exists():
         return as_rgb(d.dsprites_grid().images(indices))
@@ -96,7 +100,7 @@ def samples(name: str, n: int = 16, seed: int = 0, split: str | None = None) -> 
     if name == "moving-mnist":
         return _moving_mnist(split, n, seed)
     if name == "dsprites":
-        return _dsprites(n, seed)
+        return _dsprites(n, seed, split)
     if name in ("multi-dsprites", "tetrominoes"):
         return _masked(multi_object.MultiObjectScenes(name, split or "train", n=n, seed=seed), n, seed)
     if name == "clevrtex":
@@ -115,10 +119,24 @@ def columns(name: str, n: int) -> int:
     return COLUMNS if name == "moving-mnist" else min(n, COLUMNS)
 
 
+def png_path(name: str, out: Path | None) -> Path:
+    """Where `show` writes: `out` itself when it names a .png file, `out/NAME.png` when it is a
+    folder (never replaced by the picture), the cache by default."""
+    if out is None:
+        return cache_dir() / "show" / f"{name}.png"
+    out = Path(out)
+    if out.is_dir():
+        return out / f"{name}.png"
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: give a file name ending in .png or an existing folder "
+                         f"(the picture is written as FOLDER/{name}.png)")
+    return out
+
+
 def show(name: str, out: Path | None = None, n: int = 16, seed: int = 0, split: str | None = None) -> Path:
-    """Write a PNG grid of `n` samples of data set `name` to `out` (default
-    cache_dir()/show/<name>.png) and return its path."""
-    out = Path(out) if out else cache_dir() / "show" / f"{name}.png"
+    """Write a PNG grid of `n` samples of data set `name` to `out` (a .png file or a folder;
+    default cache_dir()/show/<name>.png) and return its path."""
+    out = png_path(name, out)
     tiles = samples(name, n, seed, split)                                                # (M, 3, h, w)
     grid = make_grid(tiles, nrow=columns(name, n), padding=2, pad_value=1.0)             # (3, H, W)
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()   # (H, W, 3)
