@@ -124,8 +124,8 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 def train(tmp_path, name, *extra):
     out = tmp_path / name
-    assert main(["train", "vit", "--epochs", "1", "--per-class", "30", "--out", str(out),
-                 *extra]) == 0
+    assert main(["train", "vit", "--impl", "solutions", "--epochs", "1", "--per-class", "30",
+                 "--out", str(out), *extra]) == 0
     return out
 
 
@@ -174,7 +174,8 @@ def test_finetune_from_a_torchvision_state_dict(tmp_path):
     (["--full"], "full MNIST not found"),
 ])
 def test_train_mistakes_are_one_line(tmp_path, argv, words, capsys):
-    assert main(["train", "vit", "--epochs", "1", "--out", str(tmp_path / "x"), *argv]) == 2
+    assert main(["train", "vit", "--impl", "solutions", "--epochs", "1", "--out",
+                 str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
 
@@ -183,7 +184,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
     for option in ("--teacher", "--finetune"):
-        assert main(["train", "vit", "--epochs", "1", option, str(text)]) == 2
+        assert main(["train", "vit", "--impl", "solutions", "--epochs", "1", option, str(text)]) == 2
         err = capsys.readouterr().err
         assert f"cannot read {text} as a PyTorch checkpoint" in err and "Traceback" not in err
 
@@ -196,14 +197,15 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
 ])
 def test_counts_below_one_are_refused_before_training(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "vit", *argv])
+        main(["train", "vit", "--impl", "solutions", *argv])
     assert exit_.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_training_an_unfinished_lab_says_which_todo_in_one_line(tmp_path, capsys):
-    assert main(["train", "vit", "--impl", "labs", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "vit", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2  # labs/
     err = capsys.readouterr().err
     assert "TODO(vit." in err and "finish it first" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # stopped before any data or model was made
 
 
 def test_an_error_in_the_students_code_shows_the_traceback_and_where(tmp_path, capsys):
@@ -221,3 +223,77 @@ def test_resume_needs_the_run_folder(capsys):
     with pytest.raises(SystemExit):
         main(["train", "vit", "--resume"])
     assert "--resume needs --out FOLDER" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or mps, got 'tpu'"),
+    (["--lr", "-1"], "--lr must be above 0, got -1"),
+    (["--lr", "0"], "--lr must be above 0, got 0"),
+    (["--dropout", "1.5"], "--dropout must be from 0 up to"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be 0 or more"),
+    (["--threads", "0"], "--threads: must be at least 1"),
+])
+def test_bad_options_are_refused_before_training(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "vit", "--impl", "solutions", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err and "Traceback" not in err
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    """--out naming a folder with files in it needs --resume; the files stay as they were."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("precious\n")
+    with pytest.raises(SystemExit):
+        main(["train", "vit", "--impl", "solutions", "--epochs", "1", "--out", str(run)])
+    assert "already holds files" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_fit_refuses_a_folder_that_holds_a_checkpoint(tmp_path):
+    from vislab.errors import UsageError
+
+    dist = setup("cpu", seed=0)
+    fit(nn.Linear(4, 2), toy_data(), step, RunConfig(tmp_path, epochs=1, batch_size=16), dist)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(UsageError, match="already holds a run"):
+        fit(nn.Linear(4, 2), toy_data(), step, RunConfig(tmp_path, epochs=1, batch_size=16), dist)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_out_that_cannot_be_a_run_folder_is_one_line(tmp_path, capsys, monkeypatch, kind):
+    import os
+    from pathlib import Path
+
+    if kind == "file":
+        out = tmp_path / "a-file"
+        out.write_text("x")
+        words = "is a file, not a folder"
+    else:  # root may write anywhere, so the refusal is simulated for the locked folder
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out, words = locked / "run", "permission denied"
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    with pytest.raises(SystemExit):
+        main(["train", "vit", "--impl", "solutions", "--epochs", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert words in err and "lab's code" not in err
+
+
+def test_a_syntax_error_in_the_lab_is_one_line(tmp_path, capsys):
+    from conftest import variant
+    folder = variant(tmp_path, "vit", {"finetune.py": [("def replace_head", "def replace_head(:\ndef _x")]})
+    assert main(["train", "vit", "--impl", str(folder), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "SyntaxError in finetune.py line" in err and "Traceback" not in err
+
+
+def test_the_first_epoch_gives_an_estimate_of_the_whole_run():
+    from vislab.training import estimate
+
+    assert estimate(2.0, 19) == ("the first epoch took 2.0 s: the remaining 19 should take about "
+                                 "38 s (--threads sets torch's CPU threads)")
+    assert "about 3.0 min" in estimate(10.0, 18)

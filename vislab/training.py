@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,14 @@ class MeanMeter:
         return {k: totals[i].item() / max(1, totals[-1].item()) for i, k in enumerate(keys)}
 
 
+def estimate(seconds: float, epochs_left: int) -> str:
+    """After the first epoch: about how long the rest of the run will take."""
+    left = seconds * epochs_left
+    when = f"{left:.0f} s" if left < 120 else f"{left / 60:.1f} min"
+    return (f"the first epoch took {seconds:.1f} s: the remaining {epochs_left} should take about "
+            f"{when} (--threads sets torch's CPU threads)")
+
+
 def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, dist: Dist,
         evaluate: Callable | None = None, params: list[nn.Parameter] | None = None,
         meta: dict | None = None, seed: int = 0) -> list[dict]:
@@ -218,6 +227,9 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
             print(f"resuming {checkpoint} after epoch {state['epoch']}")
     elif run.resume and dist.is_main:
         print(f"no {checkpoint} to resume from: starting a new run there")
+    elif checkpoint.exists():
+        raise UsageError(f"{out} already holds a run ({checkpoint.name}): continue it with --resume, "
+                         f"or choose another folder (a run is never overwritten)")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -225,8 +237,10 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
         sampler.set_epoch(epoch)
         model.train()
         meter, start = MeanMeter(), time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{run.epochs}", disable=not dist.is_main,
-                   leave=False, dynamic_ncols=True)
+        # No bar where stderr is not a terminal (a log file would fill with its \r updates):
+        # the line per epoch below still says how the run goes.
+        bar = tqdm(loader, desc=f"epoch {epoch}/{run.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not dist.is_main or not sys.stderr.isatty())
         for batch in bar:
             batch = to_device(batch, dist.device)
             with autocast(dist):
@@ -257,6 +271,8 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
                         checkpoint)
             tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in row.items()))
+            if epoch == start_epoch and epoch < run.epochs:
+                tqdm.write(estimate(row["seconds"], run.epochs - epoch))
         if dist.distributed:
             torch_dist.barrier()
     return history

@@ -412,3 +412,19 @@ def compare(out: Path, names: list[str], what: str) -> None:
     (out / "comparison.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'}")
+
+
+def required_tasks(args) -> set[str]:
+    """The lab's tasks this run's code calls (`vislab train` checks them before the first
+    epoch): each trained model's, the norms for the ResNet, Grad-CAM for the figures every
+    run writes, distillation with --teacher."""
+    swin_tasks = {"swin.window_partition", "swin.window_attention", "swin.shifted_window",
+                  "swin.patch_merging", "swin.model"}
+    per_model = {"swin": swin_tasks, "convnext": {"convnext.block"},
+                 "resnet": {"resnet.model", "norms"}}
+    needed = {"gradcam"}
+    for kind in (KINDS if args.model == "all" else (args.model,)):
+        needed |= per_model[kind]
+    if args.teacher:
+        needed.add("swin.distill")
+    return needed

@@ -240,3 +240,16 @@ def report(model, kind, config, history, test_set, classes, out, device) -> None
     acc = (preds == labels).float().mean().item()
     print(f"test accuracy {acc:.4f} after {history[-1]['epoch']} epochs")
     print("wrote " + ", ".join(str(p) for p in paths + [out / "metrics.jsonl", out / "checkpoint.pt"]))
+
+
+def required_tasks(args) -> set[str]:
+    """The lab's tasks this run's code calls (`vislab train` checks them before the first
+    epoch): the ViT's, unless only the given CNN trains; distillation with --teacher;
+    fine-tuning with --finetune."""
+    vit = {"vit.patch_embed", "vit.mlp", "vit.attention", "vit.block", "vit.model"}
+    needed = set() if args.model == "cnn" and not args.finetune else vit
+    if args.teacher:
+        needed = needed | {"vit.distill"}
+    if args.finetune:
+        needed = needed | {"vit.finetune"}
+    return needed
