@@ -15,6 +15,8 @@ so the same loader runs on the fixture and on the real data.
 
 Items are (image (3, size, size) float32 in [0, 1], mask (1, size, size) float32 in {0, 1}); images
 are resized to size x size (bilinear), trimaps with nearest neighbour (the aspect ratio is not kept).
+With trimap=True the mask is the 3-class trimap instead, (size, size) int64: 0 background, 1 pet,
+2 the uncertain border (TRIMAP_CLASSES), for cross-entropy and multi-class Dice.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ RESOURCES = (  # (url, md5) as torchvision's OxfordIIITPet downloads them
 FIXTURE_BREEDS = (("Abyssinian", 1, 1, 1), ("american_bulldog", 2, 2, 1),
                   ("beagle", 5, 2, 4), ("Bengal", 6, 1, 2))
 PET, BACKGROUND, BORDER = 1, 2, 3  # trimap values
+TRIMAP_CLASSES = ("background", "pet", "border")  # the class indices of trimap=True masks
 
 
 def pets_folder(root: Path | None = None) -> Path:
@@ -59,7 +62,8 @@ def how_to_get(root: Path) -> str:
 class PetsSegmentation(Dataset):
     """Oxford-IIIT Pets (or anything in its layout under `root`) as (image, binary mask) pairs."""
 
-    def __init__(self, split: str = "trainval", size: int = 128, root: Path | None = None):
+    def __init__(self, split: str = "trainval", size: int = 128, root: Path | None = None,
+                 trimap: bool = False):
         from torchvision.datasets import OxfordIIITPet
 
         if split not in SPLITS:
@@ -75,7 +79,7 @@ class PetsSegmentation(Dataset):
         except (ValueError, RuntimeError) as exc:
             raise MissingData(f"Oxford-IIIT Pets: cannot parse {folder / 'annotations' / f'{split}.txt'} "
                               f"({exc}); {how_to_get(root)}") from None
-        self.root, self.size = root, size
+        self.root, self.size, self.trimap = root, size, trimap
 
     def __len__(self) -> int:
         return len(self.pets)
@@ -88,20 +92,25 @@ class PetsSegmentation(Dataset):
                               f"{how_to_get(self.root)}") from None
         image = np.array(image.resize((self.size, self.size), Image.BILINEAR))          # (H, W, 3) uint8
         trimap = np.array(trimap.resize((self.size, self.size), Image.NEAREST))         # (H, W) in 1..3
+        if self.trimap:  # 1 pet, 2 background, 3 border -> 1, 0, 2
+            classes = np.select([trimap == PET, trimap == BORDER], [1, 2], 0).astype(np.int64)
+            return (torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255),
+                    torch.from_numpy(classes))                                      # (H, W)
         mask = (trimap != BACKGROUND).astype(np.float32)[None]                          # (1, H, W)
         return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255), torch.from_numpy(mask)
 
 
-def oxford_pets(split: str = "trainval", size: int = 128, root: Path | None = None) -> PetsSegmentation:
+def oxford_pets(split: str = "trainval", size: int = 128, root: Path | None = None,
+                trimap: bool = False) -> PetsSegmentation:
     """The real Oxford-IIIT Pets under `root` (default data_root())."""
-    return PetsSegmentation(split, size, root)
+    return PetsSegmentation(split, size, root, trimap)
 
 
-def pets_synthetic(split: str = "trainval", size: int = 128) -> PetsSegmentation:
+def pets_synthetic(split: str = "trainval", size: int = 128, trimap: bool = False) -> PetsSegmentation:
     """The synthetic stand-in, through the same loader; generated into the cache on first use."""
     if not pets_folder(synthetic_root()).exists():
         make_pets_fixture(synthetic_root())
-    return PetsSegmentation(split, size, synthetic_root())
+    return PetsSegmentation(split, size, synthetic_root(), trimap)
 
 
 # ----------------------------------------------------------------------------- the fixture
