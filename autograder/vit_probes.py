@@ -6,8 +6,8 @@ the checks in autograder/vit.py compare them with references. Nothing here is se
 import torch
 import torch.nn as nn
 
-from vislab.probing import (Forbid, ProbeFailed, forward_backward, load_weights, returned,
-                            train_classifier)
+from vislab.probing import (Forbid, ProbeFailed, forward_backward, gradients, load_weights,
+                            returned, train_classifier)
 
 ATTENTION_BUILTINS = {"scaled_dot_product_attention", "multi_head_attention_forward",
                       "_native_multi_head_attention"}
@@ -94,34 +94,43 @@ class _PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-def block(lab, dim, num_heads, mlp_dim, state, x, grad_out=None, own_parts=False):
-    """The student's Block; unless own_parts, with torch's attention and MLP inside it, so
-    that only the block's own wiring is graded."""
-    m = lab.model.Block(dim, num_heads, mlp_dim, 0.0)
+def block(lab, dim, num_heads, mlp_dim, state, x, grad_out=None, own_parts=False,
+          dropout=0.0, train=False, seed=0):
+    """The student's Block (dropout rate `dropout`, train or eval mode); unless own_parts, with
+    torch's attention and MLP (no dropout of their own) inside it, so that only the block's own
+    wiring is graded."""
+    m = lab.model.Block(dim, num_heads, mlp_dim, dropout)
     load_weights(m, state, "Block")
     if not own_parts:
         m.attn, m.mlp = _MHA(state, "attn.", num_heads), _MLP(state, "mlp.")
+    m.train(train)
+    torch.manual_seed(seed)
     return forward_backward(m, x, grad_out, "Block")
 
 
-def model(lab, config, state, x, grad_out=None, own_parts=False):
-    """The student's ViT; unless own_parts, with reference patch embedding and blocks inside,
-    so that only the model's own code (CLS, positions, norm, head) is graded."""
+def model(lab, config, state, x, grad_out=None, own_parts=False, train=False, seed=0):
+    """The student's ViT (train or eval mode); unless own_parts, with reference patch embedding
+    and blocks (no dropout of their own) inside, so that only the model's own code (CLS,
+    positions, dropout, norm, head) is graded."""
     m = lab.model.ViT(lab.model.ViTConfig(**config))
     load_weights(m, state, "ViT")
     if not own_parts:
         m.patch_embed = _PatchEmbed(state, config["patch_size"])
         m.blocks = nn.ModuleList([_Block(state, f"blocks.{i}.", config["num_heads"])
                                   for i in range(config["depth"])])
+    m.train(train)
+    torch.manual_seed(seed)
     return forward_backward(m, x, grad_out, "ViT")
 
 
-def train_model(lab, config, x_train, y_train, x_test, seed, epochs, batch_size, lr):
-    """Train the student's ViT (AdamW, warm-up then linear decay); return its predicted
-    classes on x_test."""
+def train_model(lab, config, x_train, y_train, seed, epochs, batch_size, lr):
+    """Train the student's ViT (AdamW, warm-up then linear decay); return its trained weights.
+    The grader loads them into its own reference ViT and tests it on images this process
+    never sees."""
     torch.manual_seed(seed)
     m = lab.model.ViT(lab.model.ViTConfig(**config))
-    return train_classifier(m, "ViT", x_train, y_train, x_test, epochs, batch_size, lr)
+    train_classifier(m, "ViT", x_train, y_train, x_train[:1], epochs, batch_size, lr)
+    return {k: v for k, v in m.state_dict().items()}
 
 
 def distill(lab, student_logits, teacher_logits, temperature):
@@ -145,20 +154,29 @@ class _TinyNet(nn.Module):
         return self.head(self.body(x))
 
 
-def replace_head(lab, state, num_classes):
+def replace_head(lab, state, num_classes, x):
+    """replace_head on a _TinyNet with the grader's weights; raw material only: what it
+    returned, run on x (None if it is not a module), the net's state afterwards and the net's
+    own output on x."""
     net = _TinyNet()
     net.load_state_dict(state)
-    old_head = net.head
     out = lab.finetune.replace_head(net, num_classes)
-    return {"returned_model": out is net, "head_is_linear": type(net.head) is nn.Linear,
-            "head_is_new": net.head is not old_head,
+    net.eval()
+    with torch.no_grad():
+        returned_out = returned(out(x), "the model replace_head returned") \
+            if isinstance(out, nn.Module) else None
+        net_out = returned(net(x), "the model after replace_head")
+    return {"returned_out": returned_out, "net_out": net_out,
             "state": {k: v for k, v in net.state_dict().items()}}
 
 
-def trainable(lab, state, mode, x, y):
-    """Freeze per `mode`, take one SGD step on the returned parameters; report what changed.
+def trainable(lab, state, mode, x, y, lr):
+    """Freeze per `mode`, take one SGD step (learning rate `lr`) on the returned parameters.
 
-    Everything starts frozen, so the student's code must set requires_grad both ways."""
+    Everything starts frozen, so the student's code must set requires_grad both ways. Raw
+    material only: the values of the returned parameters (before the step), each parameter's
+    gradient of the loss (None where none reached it) and the state after the step; the grader
+    works out which parameters these are and what the step should have done."""
     net = _TinyNet()
     net.load_state_dict(state)
     net.requires_grad_(False)
@@ -167,13 +185,14 @@ def trainable(lab, state, mode, x, y):
         raise ProbeFailed(f"trainable_parameters must return a list of parameters, "
                           f"got {type(params).__name__}")
     params = list(params)
-    names = {id(p): n for n, p in net.named_parameters()}
-    returned_names = sorted(names.get(id(p), "<not a parameter of the model>") for p in params)
-    requires = {n: p.requires_grad for n, p in net.named_parameters()}
-    if params:
-        opt = torch.optim.SGD(params, lr=0.1)
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    got_grad = {n: p.grad is not None for n, p in net.named_parameters()}
-    return {"returned": returned_names, "requires_grad": requires, "got_grad": got_grad,
+    if not all(isinstance(p, torch.Tensor) for p in params):
+        raise ProbeFailed("trainable_parameters must return the model's parameters (tensors), "
+                          f"got {[type(p).__name__ for p in params][:3]}")
+    values = [p.detach().clone() for p in params]
+    loss = nn.functional.cross_entropy(net(x), y)
+    if loss.requires_grad:  # nothing requires grad: the grader says which parameters are frozen
+        loss.backward()
+    if params and any(p.requires_grad for p in params):
+        torch.optim.SGD([p for p in params if p.requires_grad], lr=lr).step()
+    return {"returned": values, "grads": gradients(net),
             "state": {k: v for k, v in net.state_dict().items()}}

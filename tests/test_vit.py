@@ -88,6 +88,52 @@ MISTAKES = {
         "vit.finetune", "finetune.py",
         "model.head = nn.Linear(model.head.in_features, num_classes)\n    return model",
         "model.head = nn.Linear(model.head.in_features, num_classes)", "must return the model"),
+    # found by review (issue 11, item 5): settings the defaults never use
+    "patch tokens counted from H alone (square images only)": (
+        "vit.patch_embed", "model.py", "return x.flatten(2).transpose(1, 2)  # (B, N, D)",
+        "return x.reshape(x.shape[0], x.shape[1], x.shape[2] ** 2).transpose(1, 2)", "shape"),
+    "MLP without the dropout after GELU": (
+        "vit.mlp", "model.py", "x = self.dropout(F.gelu(self.fc1(x)))", "x = F.gelu(self.fc1(x))",
+        "never dropped"),
+    "MLP with the dropout before GELU": (
+        "vit.mlp", "model.py", "x = self.dropout(F.gelu(self.fc1(x)))",
+        "x = F.gelu(self.dropout(self.fc1(x)))", "each hidden unit should be"),
+    "MLP with a hard-coded dropout rate": (
+        "vit.mlp", "model.py", "return self.dropout(self.fc2(x))       # (B, N, D)",
+        "return F.dropout(self.fc2(x), 0.1, self.training)", "should output all zeros"),
+    "MLP that returns zeros": (
+        "vit.mlp", "model.py", "return self.dropout(self.fc2(x))       # (B, N, D)",
+        "return torch.zeros_like(self.fc2(x))", "MLP output in eval mode"),
+    "attention without the output projection": (
+        "vit.attention", "model.py", "        return self.proj(out)\n        ### END SOLUTION",
+        "        return out\n        ### END SOLUTION", "no output projection"),
+    "Block without dropout on the attention branch": (
+        "vit.block", "model.py", "x = x + self.dropout(self.attn(self.norm1(x)))",
+        "x = x + self.attn(self.norm1(x))", "no dropout on the attention branch"),
+    "Block with self.dropout on the MLP branch too": (
+        "vit.block", "model.py", "return x + self.mlp(self.norm2(x))               # (B, N, D)",
+        "return x + self.dropout(self.mlp(self.norm2(x)))", "on the MLP branch too"),
+    "Block dropout active in eval mode": (
+        "vit.block", "model.py", "x = x + self.dropout(self.attn(self.norm1(x)))",
+        "x = x + F.dropout(self.attn(self.norm1(x)), self.dropout.p)", "Block output in eval mode"),
+    "ViT without the dropout after the position embedding": (
+        "vit.model", "model.py", "        x = self.dropout(x)\n", "",
+        "no dropout after adding the position embedding"),
+    "ViT dropout active in eval mode": (
+        "vit.model", "model.py", "        x = self.dropout(x)\n", "        x = F.dropout(x, self.dropout.p)\n",
+        "ViT logits in eval mode"),
+    "trainable_parameters leaves the head frozen": (
+        "vit.finetune", "finetune.py",
+        "        p.requires_grad_(mode == \"full\" or id(p) in head)\n"
+        "    return [p for p in model.parameters() if p.requires_grad]",
+        "        p.requires_grad_(mode == \"full\")\n"
+        "    return list(model.parameters()) if mode == \"full\" else list(model.head.parameters())",
+        "got no gradient"),
+    "replace_head on a copy of the model": (
+        "vit.finetune", "finetune.py",
+        "    model.head = nn.Linear(model.head.in_features, num_classes)",
+        "    model = __import__('copy').deepcopy(model)\n"
+        "    model.head = nn.Linear(model.head.in_features, num_classes)", "the new head's weight"),
 }
 
 
@@ -101,7 +147,7 @@ def by_task(cases: dict) -> list:
 def test_mistake_loses_points_with_a_helpful_message(name, make_variant):
     task, file, old, new, words = MISTAKES[name]
     row = grade_task("vit", make_variant("vit", {file: [(old, new)]}), task)
-    assert row["status"] == "failed", row
+    assert row["status"] in ("failed", "error"), row
     assert row["earned"] < row["possible"]
     assert words in row["message"], row["message"]
 
@@ -167,6 +213,32 @@ ALTERNATIVES = {
     return kl * temperature**2""",
         """    p = F.softmax(teacher_logits.detach() / temperature, dim=-1)
     return F.kl_div(log_q, p, reduction="batchmean") * temperature * temperature""")]),
+    "Block and ViT with functional dropout": ("vit.block", "model.py", [(
+        "x = x + self.dropout(self.attn(self.norm1(x)))  # (B, N, D)",
+        "x = F.dropout(self.attn(self.norm1(x)), self.dropout.p, self.training) + x"), (
+        "        x = self.dropout(x)\n",
+        "        x = F.dropout(x, p=self.dropout.p, training=self.training)\n")]),
+    "MLP with functional dropout and nn.GELU": ("vit.mlp", "model.py", [(
+        """        x = self.dropout(F.gelu(self.fc1(x)))  # (B, N, hidden)
+        return self.dropout(self.fc2(x))       # (B, N, D)""",
+        """        p = self.dropout.p
+        h = F.dropout(nn.GELU(approximate="none")(self.fc1(x)), p, self.training)
+        return F.dropout(F.linear(h, self.fc2.weight, self.fc2.bias), p, self.training)""")]),
+    "new head matched to the old one's dtype and device": ("vit.finetune", "finetune.py", [(
+        "    model.head = nn.Linear(model.head.in_features, num_classes)",
+        "    old = model.head\n"
+        "    model.head = nn.Linear(old.weight.shape[1], num_classes, bias=True).to(old.weight)")]),
+    "fine-tuning by parameter names": ("vit.finetune", "finetune.py", [(
+        """    head = {id(p) for p in model.head.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(mode == "full" or id(p) in head)
+    return [p for p in model.parameters() if p.requires_grad]""",
+        """    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad = mode == "full" or name.startswith("head.")
+        if p.requires_grad:
+            params.append(p)
+    return tuple(params)""")]),
     "fine-tuning with a requires_grad loop": ("vit.finetune", "finetune.py", [(
         """    head = {id(p) for p in model.head.parameters()}
     for p in model.parameters():
