@@ -379,7 +379,7 @@ def test_outputs(batch):
     with open(out / "grades.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["student"] for r in table] == sorted(reports)
-    assert list(table[0]) == ["student"] + list(LAB.tasks) + ["total"]
+    assert list(table[0]) == ["student", "name"] + list(LAB.tasks) + ["total"]
     by_student = {r["student"]: r for r in table}
     assert float(by_student["solution"]["total"]) == sum(FULL.values())
     assert float(by_student["os_exit_at_import"]["vit.distill"]) == 0
@@ -580,9 +580,117 @@ def test_submission_ids_are_safe_and_unique(tmp_path):
     (tmp_path / "a_b.zip").write_bytes(b"")
     (tmp_path / ".hidden").mkdir()
     (tmp_path / "readme.txt").write_text("")
-    assert [sid for sid, _ in find_submissions(tmp_path)] == ["a_b", "a_b-2"]
+    found, skipped = find_submissions(tmp_path)
+    assert [s.sid for s in found] == ["a_b", "a_b-2"]
+    assert [s.name for s in found] == ["a b", "a_b.zip"]
+    assert skipped == ["skipped .hidden: a hidden file or folder, not a submission",
+                       "skipped readme.txt: not a folder or a .zip, so not a submission"]
     with pytest.raises(UsageError):
         find_submissions(tmp_path / "missing")
+
+
+def test_names_that_are_not_ascii_keep_their_own_ids(tmp_path):
+    for name in ("Zoë", "Zo_", "café.zip", "Zoe\u0308x"):  # the last: a decomposed ë (macOS)
+        (tmp_path / name).mkdir() if not name.endswith(".zip") else (tmp_path / name).write_bytes(b"")
+    found, _ = find_submissions(tmp_path)
+    assert sorted(s.sid for s in found) == sorted(["Zoë", "Zo_", "café", "Zoëx"])
+    assert len({s.sid for s in found}) == 4
+
+
+def test_every_entry_gets_a_row_or_a_line(tmp_path):
+    """A .tar.gz, a .rar, a loose .py and a link are students' work in a form that is not
+    graded: each gets a row that says why (never silently missing from grades.csv)."""
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    subs.mkdir()
+    (subs / "ann.tar.gz").write_bytes(b"\x1f\x8b")
+    (subs / "ben.rar").write_bytes(b"Rar!")
+    (subs / "cat.py").write_text("print('my model')\n")
+    (subs / "dan").symlink_to(SOLUTIONS_DIR / "vit")
+    (subs / ".DS_Store").write_bytes(b"")
+    lines = []
+    reports = autograde("vit", subs, out, task="vit.distill", progress=lines.append)
+    why = {r["student"]: r["tasks"][0]["message"] for r in reports}
+    assert "a .tar.gz archive, not a folder or a .zip" in why["ann.tar.gz"]
+    assert "a .rar archive" in why["ben.rar"] and "a single .py file" in why["cat.py"]
+    assert "a symbolic link (never followed)" in why["dan"]
+    assert all(r["earned"] == 0 for r in reports)
+    table = list(csv.DictReader(open(out / "grades.csv", encoding="utf-8")))
+    assert [r["name"] for r in table] == ["ann.tar.gz", "ben.rar", "cat.py", "dan"]
+    assert any(".DS_Store" in line for line in lines)
+
+
+def test_an_interrupted_batch_keeps_its_work_and_continues(tmp_path):
+    """Ctrl-C after the first student: that student's results are on disk; the same command
+    again grades only the others, and --regrade grades everyone again."""
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    for name in ("a_solution", "b_skeleton", "c_solution"):
+        src = SOLUTIONS_DIR / "vit" if "solution" in name else LABS_DIR / "vit"
+        shutil.copytree(src, subs / name, ignore=shutil.ignore_patterns("__pycache__"))
+    seen = []
+
+    def stop_after_first(line):
+        seen.append(line)
+        if line.strip().startswith("a_solution"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        autograde("vit", subs, out, task="vit.distill", progress=stop_after_first)
+    assert (out / "students" / "a_solution.json").is_file()
+    assert not (out / "students" / "b_skeleton.json").exists()
+    assert "a_solution" in (out / "grades.csv").read_text()
+    assert any("run the same command again" in line for line in seen)
+
+    lines = []
+    reports = autograde("vit", subs, out, task="vit.distill", progress=lines.append)
+    assert any("1 submission(s) already graded" in line for line in lines)
+    assert any("grading 2 submission(s)" in line for line in lines)
+    assert [r["earned"] for r in reports] == [2, 0, 2]
+    lines = []
+    autograde("vit", subs, out, task="vit.distill", progress=lines.append, regrade=True)
+    assert any("grading 3 submission(s)" in line for line in lines)
+
+
+def test_an_out_folder_is_this_batchs_own(tmp_path):
+    """--out with other files is refused; one with another batch's results needs --regrade,
+    which leaves no stale feedback of students who are gone."""
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    shutil.copytree(SOLUTIONS_DIR / "vit", subs / "amy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SOLUTIONS_DIR / "vit", subs / "bob", ignore=shutil.ignore_patterns("__pycache__"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    with pytest.raises(UsageError, match="did not write"):
+        autograde("vit", subs, mine, task="vit.distill", progress=lambda *a: None)
+    assert (mine / "thesis.tex").read_text() == "mine"
+    autograde("vit", subs, out, task="vit.distill", progress=lambda *a: None)
+    with pytest.raises(UsageError, match="another batch"):
+        autograde("vit", subs, out, task="vit.finetune", progress=lambda *a: None)
+    shutil.rmtree(subs / "bob")
+    autograde("vit", subs, out, task="vit.finetune", progress=lambda *a: None, regrade=True)
+    assert sorted(p.name for p in (out / "feedback").iterdir()) == ["amy.txt"]
+    assert sorted(p.name for p in (out / "gradescope").iterdir()) == ["amy"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--timeout-scale", "0"], "--timeout-scale: must be above 0"),
+    (["--timeout-scale", "-2"], "--timeout-scale: must be above 0"),
+    (["--memory", "0"], "--memory: must be above 0"),
+    (["--workers", "0"], "--workers: must be at least 1"),
+])
+def test_bad_autograde_options_are_refused_before_any_work(tmp_path, capsys, argv, words):
+    (tmp_path / "subs").mkdir()
+    with pytest.raises(SystemExit):
+        main(["autograde", "vit", str(tmp_path / "subs"), "--out", str(tmp_path / "o"), *argv])
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_little_memory_and_a_file_as_out_are_one_line(tmp_path, capsys):
+    (tmp_path / "subs" / "amy").mkdir(parents=True)
+    assert main(["autograde", "vit", str(tmp_path / "subs"), "--memory", "0.1"]) == 2
+    assert "too little for Python and torch" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["autograde", "vit", str(tmp_path / "subs"), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_autograde_refuses_an_output_inside_the_submissions(tmp_path):

@@ -63,7 +63,15 @@ def test_a_lab_copy_without_a_module_does_not_fall_back(tmp_path):
     shutil.copytree(SOLUTIONS_DIR / "vit", tmp_path / "vit")
     (tmp_path / "vit" / "distill.py").unlink()
     rows = summarize(load_lab("vit"), grade(load_lab("vit"), tmp_path / "vit", "vit.distill"))
-    assert rows[0]["status"] == "error" and "distill" in rows[0]["message"]
+    assert rows[0]["status"] == "error"
+    assert "distill.py is missing from vit/: copy it from the lab's skeleton" in rows[0]["message"]
+    assert "_vislab_impl_" not in rows[0]["message"]
+
+
+def test_another_labs_folder_is_refused(capsys):
+    assert main(["grade", "vit", "--impl", str(LABS_DIR / "swin_cnn")]) == 2
+    err = capsys.readouterr().err
+    assert "does not look like the vit lab" in err and "looks like the swin_cnn lab" in err
 
 
 # ----------------------------------------------------------- the grader survives bad code
@@ -165,3 +173,19 @@ def test_check_points_add_up():
     lab = load_lab("vit")
     assert sum(c.points for c in lab.checks) == sum(lab.points(t) for t in lab.tasks)
     assert all(isinstance(c, Check) for c in lab.checks)
+
+
+def test_working_in_another_checkout_is_said(tmp_path, monkeypatch, capsys):
+    """vislab uses the checkout it is installed from; run from inside another checkout it says
+    which one it uses instead of silently ignoring the files around the user."""
+    other = tmp_path / "clone"
+    for part in ("vislab", "solutions", "autograder", "labs"):
+        (other / part).mkdir(parents=True)
+    (other / "vislab" / "__init__.py").write_text("")
+    monkeypatch.chdir(other / "labs")
+    assert main(["grade", "vit", "--task", "vit.distill"]) == 1
+    err = capsys.readouterr().err
+    assert f"not those of {other}" in err and "pip install -e" in err
+    monkeypatch.chdir(LABS_DIR)
+    main(["grade", "vit", "--task", "vit.distill"])
+    assert "note:" not in capsys.readouterr().err

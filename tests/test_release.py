@@ -31,7 +31,7 @@ def test_block_becomes_hint_and_raise():
     assert "    # TODO(demo.attention): scores, softmax over the keys, weighted sum of v.\n" in out
     assert "    #   Divide by sqrt(d) before the softmax.\n" in out    # the hint's later lines
     assert ("    raise NotImplementedError('TODO(demo.attention): scores, softmax over the keys, "
-            "weighted sum of v.')\n") in out
+            "weighted sum of v. Divide by sqrt(d) before the softmax.')\n") in out  # the whole hint
     namespace = {}
     exec(compile(out, "<skeleton>", "exec"), namespace)              # the skeleton is valid Python
     with pytest.raises(NotImplementedError, match=r"^TODO\(demo.attention\)"):

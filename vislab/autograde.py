@@ -10,12 +10,18 @@ is decided here), and the batch writes:
                                           own output (truncated); never a check's source
     OUT/gradescope/<student>/results.json Gradescope's format (tests, score, output, visibility)
     OUT/report.json                       everything above, for scripts
+    OUT/students/<student>.json           each student's report, written as soon as it is graded
 
 One bad submission never stops the batch or changes another's grade: every failure is turned
-into a status for that student only.
+into a status for that student only. Every entry of SUBMISSIONS gets a row (a .tar.gz, a loose
+.py or a link gets one that says why it was not graded) or a printed line (hidden files, notes).
+An interrupted batch keeps what it graded: the same command again grades only the rest
+(--regrade grades everyone again). OUT is the batch's own: a folder holding other files, or
+another batch's results, is refused.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -25,9 +31,12 @@ import stat
 import sys
 import tempfile
 import time
+import unicodedata
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from hashlib import sha256
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from vislab.errors import UsageError
 from vislab.sandbox import MiB, Limits, SubmissionTooLarge, copy_tree_safely
@@ -37,6 +46,12 @@ from vislab.sandbox import MiB, Limits, SubmissionTooLarge, copy_tree_safely
 MAX_BYTES = 50 * MiB     # a submission's files, unpacked
 MAX_FILES = 2000
 SKIPPED = ("__MACOSX", "__pycache__", ".ipynb_checkpoints", ".git")
+MARKER = ".vislab-autograde.json"  # in OUT: the settings of the batch whose results it holds
+OWNED = ("grades.csv", "report.json", "students", "feedback", "gradescope", MARKER)
+# entries that are a student's work in a form we do not grade: each gets a row saying why
+UNGRADED = {".tar.gz": "a .tar.gz archive", ".tgz": "a .tgz archive", ".tar": "a .tar archive",
+            ".rar": "a .rar archive", ".7z": "a .7z archive", ".gz": "a .gz file",
+            ".py": "a single .py file", ".ipynb": "a single notebook"}
 
 
 class BadSubmission(ValueError):
@@ -45,30 +60,70 @@ class BadSubmission(ValueError):
 
 # ------------------------------------------------------------------------ submissions
 
+class Submission(NamedTuple):
+    sid: str            # a file-name-safe id, unique in the batch
+    name: str           # the entry's own name, as the student gave it
+    entry: Path         # the folder or .zip
+    problem: str = ""   # why it cannot be graded, when it cannot
+
+
 def student_id(name: str) -> str:
-    """A file-name-safe id from a folder or zip name."""
+    """A file-name-safe id from a folder or zip name; letters of every script are kept, so that
+    `Zoë` and `Zo_` stay two ids."""
     stem = name[:-4] if name.lower().endswith(".zip") else name
-    return re.sub(r"[^A-Za-z0-9._@+-]", "_", stem).strip("._") or "student"
+    stem = unicodedata.normalize("NFC", stem)
+    return re.sub(r"[^\w.@+-]", "_", stem).strip(".") or "student"
 
 
-def find_submissions(folder: Path) -> list[tuple[str, Path]]:
-    """(student id, folder or zip) for every entry of `folder`, sorted; ids made unique."""
+def _ungraded(entry: Path, lab: str) -> str | None:
+    """Why an entry that is a student's work cannot be graded, or None if it is no student's."""
+    how = f"submit the whole labs/{lab}/ folder, or a .zip of it"
+    if entry.is_symlink():
+        return f"a symbolic link (never followed): copy the submission itself here; {how}"
+    lower = entry.name.lower()
+    for suffix, what in UNGRADED.items():
+        if lower.endswith(suffix):
+            return f"{what}, not a folder or a .zip: {how}"
+    return None
+
+
+def find_submissions(folder: Path, lab: str = "<lab>") -> tuple[list[Submission], list[str]]:
+    """Every entry of `folder`, sorted: the submissions (ids made unique; those that cannot be
+    graded carry the reason) and a line for each entry that is no submission."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"no folder {folder} (SUBMISSIONS holds one folder or .zip per student)")
-    found, seen = [], set()
+    found, skipped, seen = [], [], set()
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or entry.is_symlink():
+        if entry.name.startswith("."):
+            skipped.append(f"skipped {entry.name}: a hidden file or folder, not a submission")
             continue
-        if not (entry.is_dir() or (entry.is_file() and entry.suffix.lower() == ".zip")):
+        problem = _ungraded(entry, lab)
+        if problem is None and not (entry.is_dir() or entry.suffix.lower() == ".zip"):
+            skipped.append(f"skipped {entry.name}: not a folder or a .zip, so not a submission")
             continue
         sid = base = student_id(entry.name)
         n = 2
         while sid in seen:
             sid, n = f"{base}-{n}", n + 1
         seen.add(sid)
-        found.append((sid, entry))
-    return found
+        found.append(Submission(sid, unicodedata.normalize("NFC", entry.name), entry, problem or ""))
+    return found, skipped
+
+
+def fingerprint(entry: Path) -> str:
+    """A digest of a submission's files (names and contents): a rerun regrades what changed."""
+    digest = sha256()
+    if entry.is_symlink() or not entry.exists():
+        digest.update(b"link or missing")
+    elif entry.is_file():
+        digest.update(entry.read_bytes())
+    else:
+        for path in sorted(entry.rglob("*")):
+            rel = path.relative_to(entry).as_posix()
+            if path.is_file() and not path.is_symlink() and not set(PurePosixPath(rel).parts) & set(SKIPPED):
+                digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def extract_zip(archive: Path, target: Path, max_bytes: int = MAX_BYTES,
@@ -149,7 +204,7 @@ def failed_results(lab, task: str | None, status: str, message: str) -> list:
             for c in lab.checks if task in (None, c.task)]
 
 
-def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
+def grade_submission(lab, sub: Submission, workdir: Path, limits: Limits,
                      task: str | None = None, hide: tuple = (), seed: int = 0) -> dict:
     """Grade one submission of `lab` (a vislab.grading.Lab) in its own sandbox; never raises
     for anything the student did."""
@@ -159,7 +214,9 @@ def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
     start = time.perf_counter()
     protections, problem = [], ""
     try:
-        folder = unpack(entry, workdir / sid, lab.name)
+        if sub.problem:
+            raise BadSubmission(f"not graded: {sub.problem}")
+        folder = unpack(sub.entry, workdir / sub.sid, lab.name)
     except BadSubmission as exc:
         results = failed_results(lab, task, "error", str(exc))
     else:
@@ -176,8 +233,8 @@ def grade_submission(lab, sid: str, entry: Path, workdir: Path, limits: Limits,
             problem = f"{type(exc).__name__}: {exc}"
             results = failed_results(lab, task, "error", f"not graded (grader problem: "
                                                           f"{problem})")
-    rep = report(lab, entry, results)
-    rep.update(student=sid, submission=str(entry), protections=protections,
+    rep = report(lab, sub.entry, results)
+    rep.update(student=sub.sid, name=sub.name, submission=str(sub.entry), protections=protections,
                grader_problem=problem, seconds=round(time.perf_counter() - start, 2))
     return rep
 
@@ -196,12 +253,66 @@ def parallel_is_safe(limits: Limits) -> bool:
         probe.remove()
 
 
+def prepare_out(out: Path, settings: dict, regrade: bool) -> None:
+    """Make `out` this batch's folder: new or empty, or holding results of a batch with the same
+    settings (which this run continues). Never deletes what another program wrote; --regrade
+    clears only what a batch writes."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: name a folder for the results")
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise UsageError(f"--out {out} holds files that vislab autograde did not write: name "
+                             f"an empty or new folder for the results")
+        try:
+            before = json.loads(marker.read_text())
+        except ValueError:
+            before = None
+        if before != settings and not regrade:
+            raise UsageError(f"--out {out} holds the results of another batch ({before}); name a "
+                             f"new folder, or add --regrade to replace them")
+        if regrade:
+            for name in OWNED:
+                path = out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    try:
+        (out / "students").mkdir(parents=True, exist_ok=True)
+        _write_text(marker, json.dumps(settings, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror}); name a folder you "
+                         f"can write") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a whole file or nothing (a temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _done(out: Path, sub: Submission, digest: str) -> dict | None:
+    """This submission's report from an earlier, interrupted run of the same batch, if its
+    files have not changed since."""
+    path = out / "students" / f"{sub.sid}.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved["report"] if saved.get("fingerprint") == digest else None
+
+
 def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
               limits: Limits | None = None, task: str | None = None, seed: int = 0,
-              progress=print) -> list[dict]:
+              progress=print, regrade: bool = False) -> list[dict]:
     """Grade every submission in `submissions`; write the outputs into `out`; return the
     reports (one per student, sorted by id). `seed` decides every check's inputs: the same
-    seed regrades identically; a seed of your own makes the inputs unknowable in advance."""
+    seed regrades identically; a seed of your own makes the inputs unknowable in advance.
+    Each student's results are written as soon as they are graded; a rerun of an interrupted
+    batch grades only the rest (and what changed), unless `regrade`."""
     import torch
 
     from vislab.grading import load_lab
@@ -214,12 +325,23 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
         raise UsageError(f"--out {out} is inside SUBMISSIONS; put the results elsewhere")
     if out in submissions.parents:
         raise UsageError(f"SUBMISSIONS {submissions} is inside --out; put the results elsewhere")
-    entries = find_submissions(submissions)
+    entries, skipped = find_submissions(submissions, lab_name)
+    for line in skipped:
+        progress(line)
     if not entries:
         raise UsageError(f"no submissions in {submissions} (one folder or .zip per student)")
     workers = max(1, int(workers))
     limits = limits or Limits()
-    if workers > 1 and not parallel_is_safe(limits):
+    settings = {"lab": lab_name, "task": task, "seed": seed, "submissions": str(submissions),
+                "memory": limits.memory, "timeout_scale": limits.timeout_scale}
+    prepare_out(out, settings, regrade)
+    digests = {sub.sid: fingerprint(sub.entry) for sub in entries}
+    reports = {sub.sid: rep for sub in entries if (rep := _done(out, sub, digests[sub.sid]))}
+    todo = [sub for sub in entries if sub.sid not in reports]
+    if reports:
+        progress(f"{len(reports)} submission(s) already graded in {out} (unchanged since): kept; "
+                 f"--regrade grades them again")
+    if workers > 1 and len(todo) > 1 and not parallel_is_safe(limits):
         progress("note: grading one submission at a time: without root or a pids cgroup every "
                  "worker runs as your user under one process limit, so a process storm in one "
                  "submission could starve another's worker")
@@ -228,32 +350,46 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
     # free, the MNIST training check ran more than ten times slower (measured here).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="vislab-autograde-"))  # mode 700: the grader's own
     hide = (submissions, out, workdir)
-    progress(f"grading {len(entries)} submission(s) of lab {lab_name} with {workers} worker(s)")
+    progress(f"grading {len(todo)} submission(s) of lab {lab_name} with {workers} worker(s)")
     start = time.perf_counter()
+
+    def one(sub: Submission) -> dict:
+        rep = grade_submission(lab, sub, workdir, limits, task, hide, seed)
+        write_student(lab, rep, out, digests[sub.sid])  # kept even if the batch stops later
+        problem = f"  GRADER PROBLEM: {rep['grader_problem']}" if rep["grader_problem"] else ""
+        progress(f"  {sub.sid:<24} {rep['earned']:g}/{rep['possible']:g}"
+                 f"  ({rep['seconds']:.1f} s){problem}")
+        return rep
     try:
-        def one(item):
-            sid, entry = item
-            rep = grade_submission(lab, sid, entry, workdir, limits, task, hide, seed)
-            problem = f"  GRADER PROBLEM: {rep['grader_problem']}" if rep["grader_problem"] else ""
-            progress(f"  {sid:<24} {rep['earned']:g}/{rep['possible']:g}"
-                     f"  ({rep['seconds']:.1f} s){problem}")
-            return rep
         if workers == 1:
-            reports = [one(item) for item in entries]
+            for sub in todo:
+                reports[sub.sid] = one(sub)
         else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                reports = list(pool.map(one, entries))
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                for sub, rep in zip(todo, pool.map(one, todo)):
+                    reports[sub.sid] = rep
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt:
+        done = [rep for s in entries  # what finished, as written to disk by one()
+                if (rep := reports.get(s.sid) or _done(out, s, digests[s.sid]))]
+        write_outputs(lab, done, out, [s.sid for s in entries])
+        progress(f"interrupted: {len(done)} of {len(entries)} submission(s) graded and written to "
+                 f"{out}; run the same command again to grade the rest")
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         torch.set_num_threads(threads)
     elapsed = time.perf_counter() - start
-    write_outputs(lab, reports, out)
+    reports = [reports[s.sid] for s in entries]
+    write_outputs(lab, reports, out, [s.sid for s in entries])
     protections = next((r["protections"] for r in reports if r["protections"]), [])
-    progress(f"graded {len(reports)} submission(s) in {elapsed:.1f} s "
-             f"({60 * len(reports) / elapsed:.1f} per minute)")
+    if todo:
+        progress(f"graded {len(todo)} submission(s) in {elapsed:.1f} s "
+                 f"({60 * len(todo) / elapsed:.1f} per minute)")
     progress("protections: " + ("; ".join(protections) if protections else "none recorded"))
     missing = [p for p in protections if "NOT" in p or p.startswith("no namespaces")]
     if missing or not any("cgroup" in p for p in protections):
@@ -266,23 +402,39 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
 
 # ---------------------------------------------------------------------------- outputs
 
-def write_outputs(lab, reports: list[dict], out: Path) -> None:
+def write_student(lab, rep: dict, out: Path, digest: str) -> None:
+    """One student's files, written as soon as they are graded."""
+    sid = rep["student"]
+    _write_text(out / "feedback" / f"{sid}.txt", feedback(lab, rep))
+    _write_text(out / "gradescope" / sid / "results.json", json.dumps(gradescope(lab, rep), indent=2) + "\n")
+    _write_text(out / "students" / f"{sid}.json",
+                json.dumps({"fingerprint": digest, "report": rep}, indent=2) + "\n")
+
+
+def write_outputs(lab, reports: list[dict], out: Path, batch: list[str] | None = None) -> None:
+    """grades.csv and report.json for `reports`; the per-student files of anyone not in
+    `batch` (the ids of this batch's entries) are removed: they belong to an earlier batch."""
     tasks = [t for t in lab.tasks if any(row["task"] == t for r in reports for row in r["tasks"])]
-    with open(out / "grades.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student"] + tasks + ["total"])
-        for rep in reports:
-            earned = {row["task"]: row["earned"] for row in rep["tasks"]}
-            writer.writerow([rep["student"]] + [f"{earned.get(t, 0):g}" for t in tasks]
-                            + [f"{rep['earned']:g}"])
-    (out / "feedback").mkdir(exist_ok=True)
+    lines = [["student", "name"] + tasks + ["total"]]
     for rep in reports:
-        (out / "feedback" / f"{rep['student']}.txt").write_text(feedback(lab, rep))
-        folder = out / "gradescope" / rep["student"]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps(gradescope(lab, rep), indent=2) + "\n")
-    (out / "report.json").write_text(json.dumps({"lab": lab.name, "reports": reports},
-                                                indent=2) + "\n")
+        earned = {row["task"]: row["earned"] for row in rep["tasks"]}
+        lines.append([rep["student"], rep.get("name", rep["student"])]
+                     + [f"{earned.get(t, 0):g}" for t in tasks] + [f"{rep['earned']:g}"])
+    tmp = out / ".grades.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(lines)
+    tmp.replace(out / "grades.csv")
+    _write_text(out / "report.json", json.dumps({"lab": lab.name, "reports": reports}, indent=2) + "\n")
+    if batch is None:
+        return
+    keep = set(batch)
+    for folder, suffix in (("feedback", ".txt"), ("students", ".json")):
+        for path in (out / folder).glob(f"*{suffix}"):
+            if path.name[: -len(suffix)] not in keep:
+                path.unlink()
+    for path in (out / "gradescope").glob("*"):
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path)
 
 
 def _short(text: str, limit: int = 1500) -> str:
@@ -295,7 +447,8 @@ def feedback(lab, rep: dict) -> str:
     """What the student may read: the task table, each check's result, their own output."""
     from vislab.grading import format_table
 
-    lines = [f"vislab autograde: lab {lab.name}, submission {rep['student']}", "",
+    lines = [f"vislab autograde: lab {lab.name}, submission {rep['student']} "
+             f"({rep.get('name', rep['student'])})", "",
              format_table(rep), "", "checks:"]
     for c in rep["checks"]:
         lines.append(f"  {c['task']:<18} {c['check']:<40} {c['earned']:g}/{c['points']:g}  "
@@ -326,25 +479,44 @@ def gradescope(lab, rep: dict) -> dict:
                       "passed" if row["status"] == "passed" else "failed",
                       "output": "\n".join(output), "visibility": "visible"})
     return {"score": rep["earned"], "visibility": "visible", "stdout_visibility": "hidden",
-            "output": f"{lab.name}: {rep['earned']:g}/{rep['possible']:g} points", "tests": tests}
+            "output": f"{lab.name}: {rep['earned']:g}/{rep['possible']:g} points "
+                      f"({rep.get('name', rep['student'])})", "tests": tests}
 
 
 # ------------------------------------------------------------------------------- CLI
 
+def positive_float(text: str) -> float:
+    """argparse type for amounts that must be above zero (GiB, a time scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def add_parser(sub) -> None:
+    from vislab.training import positive_int
+
     p = sub.add_parser("autograde", help="grade a folder of untrusted submissions, isolated",
                        description="Grade one folder or .zip per student, each in its own "
                                    "sandboxed worker; write grades.csv, feedback and Gradescope "
-                                   "results.json.")
+                                   "results.json. An interrupted batch continues where it "
+                                   "stopped when run again.")
     p.add_argument("lab", help="the lab, e.g. vit")
     p.add_argument("submissions", type=Path, help="folder with one folder or .zip per student")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="submissions graded at once (default 1; at most one per CPU is useful)")
     p.add_argument("--out", type=Path, default=Path("autograded"),
-                   help="folder for the results (default ./autograded)")
+                   help="folder for the results (default ./autograded): new, empty, or holding "
+                        "this batch's results from an earlier run, which it continues")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade every submission again, replacing the results in --out")
     p.add_argument("--task", help="grade one task only, e.g. vit.attention")
-    p.add_argument("--memory", type=float, default=3.0, help="GiB per submission (default 3)")
-    p.add_argument("--timeout-scale", type=float, default=1.0,
+    p.add_argument("--memory", type=positive_float, default=3.0,
+                   help="GiB per submission (default 3; at least 0.5)")
+    p.add_argument("--timeout-scale", type=positive_float, default=1.0,
                    help="multiply every check's time limit (for a slow or busy machine)")
     p.add_argument("--seed", type=int, default=0,
                    help="draws every check's inputs (default 0; the same seed regrades "
@@ -353,10 +525,12 @@ def add_parser(sub) -> None:
 
 
 def cmd_autograde(args) -> int:
-    workers = max(1, args.workers)
+    if args.memory < 0.5:
+        raise UsageError(f"--memory {args.memory:g} GiB is too little for Python and torch to "
+                         f"start; give at least 0.5 (the default is 3)")
     limits = Limits(memory=int(args.memory * 2**30), timeout_scale=args.timeout_scale)
-    reports = autograde(args.lab, args.submissions, args.out, workers, limits, args.task,
-                        args.seed)
+    reports = autograde(args.lab, args.submissions, args.out, args.workers, limits, args.task,
+                        args.seed, regrade=args.regrade)
     problems = [r["student"] for r in reports if r["grader_problem"]]
     if problems:
         print(f"vislab: the grader failed on {', '.join(problems)} (see report.json)",

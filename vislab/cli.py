@@ -233,12 +233,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def other_checkout(cwd: Path) -> Path | None:
+    """The vislab checkout that `cwd` is in, when it is not the one this vislab runs from."""
+    from vislab import REPO_ROOT
+
+    for folder in [cwd, *cwd.parents]:
+        if all((folder / part).exists() for part in ("vislab/__init__.py", "solutions", "autograder")):
+            return None if folder.resolve() == REPO_ROOT.resolve() else folder
+    return None
+
+
+def note_checkout() -> None:
+    """vislab reads solutions/, labs/ and autograder/ next to its own package: say so when the
+    user works in another checkout, whose files would otherwise be silently ignored."""
+    from vislab import REPO_ROOT
+
+    try:
+        other = other_checkout(Path.cwd())
+    except OSError:
+        return
+    if other is not None:
+        print(f"vislab: note: this vislab is installed from {REPO_ROOT} and uses the solutions/, "
+              f"labs/ and autograder/ there, not those of {other}, the checkout you are in "
+              f"(to work on that one: pip install -e {other})", file=sys.stderr)
+
+
 def _main(argv: list[str]) -> int:
     from vislab.data import MissingData
     from vislab.grading import UnknownLab
     from vislab.impl import ImplNotFound
     from vislab.release import ReleaseError
 
+    if argv[:1] and argv[0] in ("release", "grade", "train", "autograde", "nbgrader"):
+        note_checkout()
     try:
         if argv[:1] == ["train"]:
             return cmd_train(argv[1:])

@@ -34,7 +34,27 @@ def lab_dir(lab: str, impl: str | Path = "labs") -> Path:
     if not (path / "__init__.py").exists():
         raise ImplNotFound(f"{path} is not a lab folder: it has no __init__.py "
                            f"(copy the whole labs/{lab}/ folder)")
+    check_is_lab(path, lab)
     return path.resolve()
+
+
+def task_files(lab: str) -> set[str]:
+    """The files of labs/<lab>/ that hold the lab's TODOs: what a folder of that lab has."""
+    return {p.name for p in (LABS_DIR / lab).glob("*.py") if "TODO(" in p.read_text()}
+
+
+def check_is_lab(path: Path, lab: str) -> None:
+    """Refuse a folder of another lab: one that lacks most of `lab`'s task files (a student's
+    folder may lack one, which grading reports for its tasks)."""
+    expected = task_files(lab)
+    have = {p.name for p in path.glob("*.py")}
+    if not expected or len(expected - have) * 2 <= len(expected):
+        return
+    others = sorted((len(task_files(o) & have), o) for o in
+                    (d.name for d in LABS_DIR.iterdir() if d.is_dir() and d.name != lab))
+    like = f"; it looks like the {others[-1][1]} lab" if others and others[-1][0] else ""
+    raise ImplNotFound(f"{path} does not look like the {lab} lab: it has none or few of "
+                       f"{', '.join(sorted(expected))}{like} (point --impl at your {lab} folder)")
 
 
 def package_name(path: Path) -> str:

@@ -55,7 +55,7 @@ class GradeWithVislab(NbGraderPreprocessor):
     seed = Integer(0, help="draws every check's inputs (same seed, same scores)").tag(config=True)
 
     def preprocess(self, nb, resources):
-        from vislab.autograde import grade_submission
+        from vislab.autograde import Submission, grade_submission
         from vislab.grading import load_lab
         from vislab.sandbox import Limits
 
@@ -72,7 +72,8 @@ class GradeWithVislab(NbGraderPreprocessor):
         limits = Limits(memory=int(self.memory_gib * 2**30), timeout_scale=self.timeout_scale)
         workdir = Path(tempfile.mkdtemp(prefix="vislab-nbgrader-"))
         try:
-            rep = grade_submission(lab, "submission", submitted, workdir, limits,
+            rep = grade_submission(lab, Submission("submission", info["student"], submitted),
+                                   workdir, limits,
                                    hide=(Path(coursedir.root).resolve(),), seed=self.seed)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

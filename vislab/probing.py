@@ -101,6 +101,11 @@ def explain(exc: BaseException, folder: Path) -> StudentError:
     if isinstance(exc, SyntaxError) and exc.filename:
         return StudentError("error", f"SyntaxError in {Path(exc.filename).name} line "
                                      f"{exc.lineno}: {exc.msg}")
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("_vislab_impl_"):
+        missing = exc.name.split(".", 1)[-1].replace(".", "/") + ".py"
+        return StudentError("error", f"{missing} is missing from {Path(folder).name}/: copy it "
+                                     f"from the lab's skeleton (labs/{Path(folder).name}/) and "
+                                     f"keep every file of the lab in one folder")
     if isinstance(exc, SystemExit):
         return StudentError("error", f"your code called sys.exit({exc.code}){place}")
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)

@@ -82,6 +82,8 @@ def _skeleton_block(body: list[str], indent: str, where: str) -> list[str]:
         if not line.strip().startswith("#"):
             break
         hint_lines.append(f"{indent}{line.strip()}\n")
+    # the whole hint, not its first line only (which often stops mid-sentence)
+    hint = " ".join([hint] + [h.strip().lstrip("#").strip() for h in hint_lines[1:]]).strip()
     message = f"TODO({task}): {hint}" if hint else f"TODO({task})"
     return hint_lines + [f"{indent}raise NotImplementedError({message!r})\n"]
 

@@ -902,7 +902,14 @@ def _stage_start(config: dict) -> None:
             home.mkdir(mode=0o700)
             os.chown(home, uid, uid)
         blocked = _unreadable_for(uid, [lab_dir, probes_dir, home])
-        if blocked:  # never run a submission as root
+        if blocked and not os.path.exists(blocked):  # never run a submission as root
+            os.write(2, f"vislab sandbox: refusing to run the submission: {blocked} is not "
+                        f"visible inside the sandbox (its file system holds only the system, "
+                        f"Python, the installed packages and this vislab's package); is it "
+                        f"another checkout's or another installation's? Run the vislab that is "
+                        f"installed from this checkout\n".encode())
+            os._exit(70)
+        if blocked:
             os.write(2, f"vislab sandbox: refusing to run the submission as root: its user (uid "
                         f"{uid}) cannot use {blocked}, which it or a folder above it keeps from "
                         f"other users; allow namespaces, or install Python where other users "

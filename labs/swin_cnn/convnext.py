@@ -53,7 +53,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:  # x: 
         return x
     # TODO(convnext.block): a (B, 1, 1, ...) mask of Bernoulli(1 - p) draws (torch.rand or
     #   torch.bernoulli), times x, divided by 1 - p. (p = 1 drops everything.)
-    raise NotImplementedError('TODO(convnext.block): a (B, 1, 1, ...) mask of Bernoulli(1 - p) draws (torch.rand or')
+    raise NotImplementedError('TODO(convnext.block): a (B, 1, 1, ...) mask of Bernoulli(1 - p) draws (torch.rand or torch.bernoulli), times x, divided by 1 - p. (p = 1 drops everything.)')
 
 
 class CNBlock(nn.Module):
@@ -77,7 +77,7 @@ class CNBlock(nn.Module):
         # TODO(convnext.block): dwconv; permute to (B, H, W, C) for norm, pwconv1, exact GELU,
         #   pwconv2; back to (B, C, H, W); times layer_scale; drop_path(..., self.drop_path,
         #   self.training); add the input.
-        raise NotImplementedError('TODO(convnext.block): dwconv; permute to (B, H, W, C) for norm, pwconv1, exact GELU,')
+        raise NotImplementedError('TODO(convnext.block): dwconv; permute to (B, H, W, C) for norm, pwconv1, exact GELU, pwconv2; back to (B, C, H, W); times layer_scale; drop_path(..., self.drop_path, self.training); add the input.')
 
 
 class ConvNeXt(nn.Module):

@@ -40,4 +40,4 @@ def distillation_step(student: nn.Module, teacher: nn.Module, images: torch.Tens
     # TODO(swin.distill): teacher.eval(); the teacher's logits under torch.no_grad(); the
     #   student's logits; distillation_loss(student, teacher, temperature); the agreement of
     #   the two argmaxes (a float tensor, no gradient).
-    raise NotImplementedError("TODO(swin.distill): teacher.eval(); the teacher's logits under torch.no_grad(); the")
+    raise NotImplementedError("TODO(swin.distill): teacher.eval(); the teacher's logits under torch.no_grad(); the student's logits; distillation_loss(student, teacher, temperature); the agreement of the two argmaxes (a float tensor, no gradient).")

@@ -29,7 +29,7 @@ def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor,
     #   remove the hook (also if the model raises); pick the classes; the gradient of the sum of
     #   the chosen logits with respect to A (torch.autograd.grad); for channels_last, move K to
     #   axis 1 in A and its gradient; alpha = mean gradient over (h, w); ReLU of the weighted sum.
-    raise NotImplementedError('TODO(gradcam): register a forward hook on `layer` that keeps its output A, run the model,')
+    raise NotImplementedError('TODO(gradcam): register a forward hook on `layer` that keeps its output A, run the model, remove the hook (also if the model raises); pick the classes; the gradient of the sum of the chosen logits with respect to A (torch.autograd.grad); for channels_last, move K to axis 1 in A and its gradient; alpha = mean gradient over (h, w); ReLU of the weighted sum.')
 
 
 def upsample(cam: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

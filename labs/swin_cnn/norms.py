@@ -45,7 +45,7 @@ class BatchNorm(nn.Module):
         # TODO(norms): in training, the mean and biased variance of each channel over dims
         #   (0, 2, 3); update the running estimates under torch.no_grad() (unbiased variance);
         #   in eval, running_mean and running_var instead. Then normalise, scale and shift.
-        raise NotImplementedError('TODO(norms): in training, the mean and biased variance of each channel over dims')
+        raise NotImplementedError('TODO(norms): in training, the mean and biased variance of each channel over dims (0, 2, 3); update the running estimates under torch.no_grad() (unbiased variance); in eval, running_mean and running_var instead. Then normalise, scale and shift.')
 
 
 class InstanceNorm(nn.Module):
@@ -94,7 +94,7 @@ class GroupNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         # TODO(norms): view as (B, G, C/G * H * W), statistics over the last axis, normalise,
         #   view back to (B, C, H, W); affine.
-        raise NotImplementedError('TODO(norms): view as (B, G, C/G * H * W), statistics over the last axis, normalise,')
+        raise NotImplementedError('TODO(norms): view as (B, G, C/G * H * W), statistics over the last axis, normalise, view back to (B, C, H, W); affine.')
 
 
 class BatchInstanceNorm(nn.Module):
@@ -120,7 +120,7 @@ class BatchInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         # TODO(norms): x_hat_BN as in BatchNorm (with the same running-statistics update),
         #   x_hat_IN as in InstanceNorm, mix them with rho = gate.clamp(0, 1) per channel, affine.
-        raise NotImplementedError('TODO(norms): x_hat_BN as in BatchNorm (with the same running-statistics update),')
+        raise NotImplementedError('TODO(norms): x_hat_BN as in BatchNorm (with the same running-statistics update), x_hat_IN as in InstanceNorm, mix them with rho = gate.clamp(0, 1) per channel, affine.')
 
 
 def norm_layer(name: str, groups: int = 8):

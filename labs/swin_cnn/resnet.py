@@ -57,7 +57,7 @@ class BasicBlock(nn.Module):
         """Returns (B, C_out, H / stride, W / stride)."""
         # TODO(resnet.model): the two conv-norm steps with a ReLU between; add the shortcut
         #   (x, or self.downsample(x)); a final ReLU.
-        raise NotImplementedError('TODO(resnet.model): the two conv-norm steps with a ReLU between; add the shortcut')
+        raise NotImplementedError('TODO(resnet.model): the two conv-norm steps with a ReLU between; add the shortcut (x, or self.downsample(x)); a final ReLU.')
 
 
 class ResNet(nn.Module):
@@ -80,7 +80,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # TODO(resnet.model): self.layer1, self.layer2, self.layer3 from self.make_layer,
         #   with strides 1, 2, 2.
-        raise NotImplementedError('TODO(resnet.model): self.layer1, self.layer2, self.layer3 from self.make_layer,')
+        raise NotImplementedError('TODO(resnet.model): self.layer1, self.layer2, self.layer3 from self.make_layer, with strides 1, 2, 2.')
         self.fc = nn.Linear(c.widths[2], c.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         c_out with stride 1."""
         # TODO(resnet.model): an nn.Sequential of BasicBlock(c_in, c_out, stride, norm_layer)
         #   and blocks - 1 BasicBlock(c_out, c_out, 1, norm_layer).
-        raise NotImplementedError('TODO(resnet.model): an nn.Sequential of BasicBlock(c_in, c_out, stride, norm_layer)')
+        raise NotImplementedError('TODO(resnet.model): an nn.Sequential of BasicBlock(c_in, c_out, stride, norm_layer) and blocks - 1 BasicBlock(c_out, c_out, 1, norm_layer).')
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
         """The last stage's map, (B, widths[2], H/4, W/4)."""

@@ -49,7 +49,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:  # x: (
     ws = window_size
     # TODO(swin.window_partition): view x as (B, H/ws, ws, W/ws, ws, C), bring the two
     #   window-grid axes next to each other (permute), then flatten to (B * nW, ws * ws, C).
-    raise NotImplementedError('TODO(swin.window_partition): view x as (B, H/ws, ws, W/ws, ws, C), bring the two')
+    raise NotImplementedError('TODO(swin.window_partition): view x as (B, H/ws, ws, W/ws, ws, C), bring the two window-grid axes next to each other (permute), then flatten to (B * nW, ws * ws, C).')
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
@@ -71,7 +71,7 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     """
     # TODO(swin.window_attention): positions (y, x) of the N = ws*ws tokens, pairwise
     #   differences dy, dx (N, N), shifted to start at 0, combined row-major as the docstring says.
-    raise NotImplementedError('TODO(swin.window_attention): positions (y, x) of the N = ws*ws tokens, pairwise')
+    raise NotImplementedError('TODO(swin.window_attention): positions (y, x) of the N = ws*ws tokens, pairwise differences dy, dx (N, N), shifted to start at 0, combined row-major as the docstring says.')
 
 
 class WindowAttention(nn.Module):
@@ -121,7 +121,7 @@ class WindowAttention(nn.Module):
         #   q k^T / sqrt(d) plus self.relative_position_bias() (H, N, N); with a mask, view the
         #   scores as (B, nW, H, N, N) and add mask (nW, N, N) to each image's windows; softmax
         #   over the keys, weighted sum of v, merge the heads, proj.
-        raise NotImplementedError('TODO(swin.window_attention): q, k, v of (B*nW, H, N, d) as in the ViT lab; scores')
+        raise NotImplementedError("TODO(swin.window_attention): q, k, v of (B*nW, H, N, d) as in the ViT lab; scores q k^T / sqrt(d) plus self.relative_position_bias() (H, N, N); with a mask, view the scores as (B, nW, H, N, N) and add mask (nW, N, N) to each image's windows; softmax over the keys, weighted sum of v, merge the heads, proj.")
 
 
 # ---------------------------------------------------------------------- swin.shifted_window
@@ -139,7 +139,7 @@ def shifted_window_mask(H: int, W: int, window_size: int, shift_size: int) -> to
     # TODO(swin.shifted_window): label every position of an (H, W) map with its band pair
     #   (one of 9), cut the label map into windows with window_partition, and compare labels
     #   pairwise inside each window.
-    raise NotImplementedError('TODO(swin.shifted_window): label every position of an (H, W) map with its band pair')
+    raise NotImplementedError('TODO(swin.shifted_window): label every position of an (H, W) map with its band pair (one of 9), cut the label map into windows with window_partition, and compare labels pairwise inside each window.')
 
 
 class MLP(nn.Module):
@@ -206,7 +206,7 @@ class SwinBlock(nn.Module):
         ws = self.window_size
         # TODO(swin.shifted_window): roll by (-shift, -shift) over dims (1, 2); partition;
         #   attention with the mask (on x's device and dtype) when shift > 0; reverse; roll back.
-        raise NotImplementedError('TODO(swin.shifted_window): roll by (-shift, -shift) over dims (1, 2); partition;')
+        raise NotImplementedError("TODO(swin.shifted_window): roll by (-shift, -shift) over dims (1, 2); partition; attention with the mask (on x's device and dtype) when shift > 0; reverse; roll back.")
 
 
 # ----------------------------------------------------------------------- swin.patch_merging
@@ -229,7 +229,7 @@ class PatchMerging(nn.Module):
         """Returns (B, ceil(H/2), ceil(W/2), 2C)."""
         # TODO(swin.patch_merging): pad odd H, W (F.pad pads the last axes first); take the four
         #   strided slices in torchvision's order, concatenate on C, norm, reduction.
-        raise NotImplementedError('TODO(swin.patch_merging): pad odd H, W (F.pad pads the last axes first); take the four')
+        raise NotImplementedError("TODO(swin.patch_merging): pad odd H, W (F.pad pads the last axes first); take the four strided slices in torchvision's order, concatenate on C, norm, reduction.")
 
 
 # ------------------------------------------------------------------------------- swin.model
@@ -267,7 +267,7 @@ class Swin(nn.Module):
         #   (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating,
         #   mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / (total - 1) for the
         #   k-th block overall), then, except after the last stage, a PatchMerging.
-        raise NotImplementedError('TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks')
+        raise NotImplementedError('TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating, mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / (total - 1) for the k-th block overall), then, except after the last stage, a PatchMerging.')
         self.num_features = c.embed_dim * 2 ** (len(c.depths) - 1)
         self.norm = nn.LayerNorm(self.num_features, eps=c.norm_eps)
         self.head = nn.Linear(self.num_features, c.num_classes)

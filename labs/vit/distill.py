@@ -15,4 +15,4 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """
     # TODO(vit.distill): log-softmax both at temperature T (detach the teacher), KL summed over
     #   classes and averaged over the batch, times T^2.
-    raise NotImplementedError('TODO(vit.distill): log-softmax both at temperature T (detach the teacher), KL summed over')
+    raise NotImplementedError('TODO(vit.distill): log-softmax both at temperature T (detach the teacher), KL summed over classes and averaged over the batch, times T^2.')

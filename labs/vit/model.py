@@ -49,7 +49,7 @@ class PatchEmbed(nn.Module):
         """Return the patch tokens, (B, N, D) with N = (H/P) * (W/P), patches in row-major order."""
         # TODO(vit.patch_embed): apply self.proj (or unfold + matmul with self.proj's weight),
         #   then flatten the (H/P, W/P) grid into N tokens: (B, D, H/P, W/P) -> (B, N, D).
-        raise NotImplementedError("TODO(vit.patch_embed): apply self.proj (or unfold + matmul with self.proj's weight),")
+        raise NotImplementedError("TODO(vit.patch_embed): apply self.proj (or unfold + matmul with self.proj's weight), then flatten the (H/P, W/P) grid into N tokens: (B, D, H/P, W/P) -> (B, N, D).")
 
 
 class MLP(nn.Module):
@@ -89,7 +89,7 @@ class Attention(nn.Module):
         """Return (B, N, D). Do not call nn.MultiheadAttention or scaled_dot_product_attention."""
         # TODO(vit.attention): qkv -> (B, N, 3, H, d) -> q, k, v of (B, H, N, d);
         #   attn = softmax(q @ k^T / sqrt(d)) over the keys; (attn @ v) -> (B, N, D); proj.
-        raise NotImplementedError('TODO(vit.attention): qkv -> (B, N, 3, H, d) -> q, k, v of (B, H, N, d);')
+        raise NotImplementedError('TODO(vit.attention): qkv -> (B, N, 3, H, d) -> q, k, v of (B, H, N, d); attn = softmax(q @ k^T / sqrt(d)) over the keys; (attn @ v) -> (B, N, D); proj.')
 
 
 class Block(nn.Module):
@@ -106,7 +106,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, N, D)
         # TODO(vit.block): two residual branches, each normalising its input first;
         #   apply self.dropout to the attention branch's output (as torchvision does).
-        raise NotImplementedError('TODO(vit.block): two residual branches, each normalising its input first;')
+        raise NotImplementedError("TODO(vit.block): two residual branches, each normalising its input first; apply self.dropout to the attention branch's output (as torchvision does).")
 
 
 class ViT(nn.Module):
@@ -129,7 +129,7 @@ class ViT(nn.Module):
         """Return the logits, (B, num_classes)."""
         # TODO(vit.model): embed the patches, put the CLS token first, add pos_embed, apply
         #   dropout, the blocks and the final norm; classify the CLS token with the head.
-        raise NotImplementedError('TODO(vit.model): embed the patches, put the CLS token first, add pos_embed, apply')
+        raise NotImplementedError('TODO(vit.model): embed the patches, put the CLS token first, add pos_embed, apply dropout, the blocks and the final norm; classify the CLS token with the head.')
 
 
 def torchvision_key_map(depth: int) -> dict[str, str]:
