@@ -704,3 +704,35 @@ def test_autograde_refuses_an_output_inside_the_submissions(tmp_path):
 def test_statuses_include_memory():
     from vislab.grading import STATUSES
     assert "memory" in STATUSES and "timeout" in STATUSES
+
+
+def test_gradescope_recipe_end_to_end(tmp_path):
+    """docs/gradescope/run_autograder as Gradescope runs it, on an upload of only the file the
+    student edited (no __init__.py, no other modules): the upload is laid over the skeleton, so
+    the finished tasks earn their points and the others say "not implemented"."""
+    import subprocess
+
+    root = tmp_path / "autograder"
+    (root / "results").mkdir(parents=True)
+    (root / "source").symlink_to(REPO_ROOT)
+    (root / "submission").mkdir()
+    shutil.copy(SOLUTIONS_DIR / "vit" / "distill.py", root / "submission" / "distill.py")
+    done = subprocess.run(["bash", str(REPO_ROOT / "docs" / "gradescope" / "run_autograder")],
+                          env={**os.environ, "AUTOGRADER": str(root)}, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    tests = {t["name"].split(":")[0]: t for t in results["tests"]}
+    assert tests["vit.distill"]["score"] == tests["vit.distill"]["max_score"] > 0
+    assert tests["vit.attention"]["score"] == 0 and "not implemented" in tests["vit.attention"]["output"]
+    assert results["score"] == tests["vit.distill"]["max_score"]
+
+
+def test_gradescope_always_writes_results(tmp_path):
+    """Whatever goes wrong, Gradescope gets a results.json that says what (never none)."""
+    from vislab.autograde import gradescope_submission
+
+    results = tmp_path / "results" / "results.json"
+    gradescope_submission("vit", tmp_path / "no-upload", results)
+    written = json.loads(results.read_text())
+    assert written["score"] == 0 and "could not grade this upload" in written["output"]

@@ -74,12 +74,15 @@ def test_nbgrader_course_grades_through_vislab(tmp_path, capsys):
     nbgrader(course, "generate_assignment", "vit")
     release = course / "release" / "vit"
     assert (release / "grade.ipynb").is_file() and (release / "model.py").is_file()
-    for student in ("alice", "bob", "carol", "dave"):
+    for student in ("alice", "bob", "carol", "dave", "erin"):
         shutil.copytree(release, course / "submitted" / student / "vit")
-    for student in ("alice", "dave"):  # they hand in the solution
+    for student in ("alice", "dave", "erin"):  # they hand in the solution
         for path in (SOLUTIONS_DIR / "vit").glob("*.py"):
             shutil.copy(path, course / "submitted" / student / "vit" / path.name)
     tamper(course / "submitted" / "carol" / "vit" / "grade.ipynb")  # carol: skeleton + lies
+    # erin's grade.ipynb was cut short on upload: her .py files are still graded, not a 0
+    erin = course / "submitted" / "erin" / "vit" / "grade.ipynb"
+    erin.write_text(erin.read_text()[:200])
     # dave's solution also tries the gradebook, the instructor's notebook and alice's files
     distill = course / "submitted" / "dave" / "vit" / "distill.py"
     distill.write_text(distill.read_text().replace(
@@ -95,9 +98,18 @@ def test_nbgrader_course_grades_through_vislab(tmp_path, capsys):
     assert float(scores["bob"]["score"]) == 0
     assert float(scores["carol"]["score"]) == 0 and float(scores["carol"]["max_score"]) == TOTAL
     assert float(scores["dave"]["score"]) == TOTAL  # every open failed: no LEAK, full marks
+    assert float(scores["erin"]["score"]) == TOTAL  # graded, although her notebook was broken
+    assert "is not a valid notebook" in log
 
     graded = json.loads((course / "autograded" / "bob" / "vit" / "grade.ipynb").read_text())
     texts = ["".join(o.get("text", "")) for c in graded["cells"] for o in c.get("outputs", [])]
     assert any("not implemented" in t for t in texts)
     carol = json.loads((course / "autograded" / "carol" / "vit" / "grade.ipynb").read_text())
     assert "evil" not in {c.get("id") for c in carol["cells"]}
+
+
+def test_nbgrader_init_onto_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "course").write_text("not a folder")
+    assert main(["nbgrader", "init", str(tmp_path / "course"), "--lab", "vit"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a course folder" in err and "Traceback" not in err

@@ -158,3 +158,10 @@ def test_a_bad_given_line_is_named(tmp_path, line, words):
 def test_cli_release_check_passes_on_the_repo(capsys):
     assert main(["release", "--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, words", [('{"cells": [', "not a valid notebook"),
+                                         ('[1, 2]', "not a notebook")])
+def test_a_broken_notebook_is_named(text, words):
+    with pytest.raises(ReleaseError, match=re.escape(f"lab.ipynb: {words}")):
+        strip_notebook(text, "lab.ipynb")

@@ -483,6 +483,72 @@ def gradescope(lab, rep: dict) -> dict:
                       f"({rep.get('name', rep['student'])})", "tests": tests}
 
 
+# ------------------------------------------------------------------------- Gradescope
+
+def overlay_on_skeleton(lab: str, upload: Path, target: Path) -> Path:
+    """labs/<lab>/ with the uploaded files laid over it: an upload of only the files a student
+    edited (no __init__.py, no untouched modules) keeps the skeleton's others. The upload may
+    hold the files directly, in <lab>/, or in one wrapping folder; links are never followed."""
+    from vislab import LABS_DIR
+
+    if not upload.is_dir() or upload.is_symlink():
+        raise BadSubmission(f"no upload folder at {upload}")
+    copy_tree_safely(LABS_DIR / lab, target / lab, MAX_BYTES, MAX_FILES)
+    copy_tree_safely(upload, target / "upload", MAX_BYTES, MAX_FILES)
+    root = target / "upload"
+    for _ in range(3):  # unwrap <lab>/ or a single wrapping folder
+        children = [c for c in root.iterdir() if c.name not in SKIPPED]
+        if any(c.is_file() and c.suffix in (".py", ".ipynb") for c in children):
+            break
+        folders = [c for c in children if c.is_dir()]
+        if (root / lab).is_dir():
+            root = root / lab
+        elif len(folders) == 1:
+            root = folders[0]
+        else:
+            break
+    for path in root.iterdir():
+        if path.is_file():
+            shutil.copy2(path, target / lab / path.name)
+    return target / lab
+
+
+def gradescope_submission(lab_name: str, upload: Path, results: Path, seed: int = 0,
+                          limits: Limits | None = None) -> dict:
+    """Gradescope's run_autograder in one call: grade the upload (laid over the skeleton) in the
+    sandbox and write results.json, always: if the grader itself fails, results.json says so
+    (score 0, the reason) instead of leaving Gradescope with no results at all."""
+    from vislab.grading import load_lab
+
+    lab = load_lab(lab_name)
+    work = Path(tempfile.mkdtemp(prefix="vislab-gradescope-"))
+    try:
+        folder = overlay_on_skeleton(lab_name, Path(upload), work / "prepared")
+        rep = grade_submission(lab, Submission("submission", Path(upload).name, folder),
+                               work / "graded", limits or Limits(), seed=seed)
+        result = gradescope(lab, rep)
+        if rep["grader_problem"]:
+            result["output"] += f"\nThe grader itself failed: {rep['grader_problem']}; tell your instructor."
+    except (SubmissionTooLarge, OSError, BadSubmission) as exc:
+        rep = None
+        result = {"score": 0, "visibility": "visible", "tests": [],
+                  "output": f"vislab could not grade this upload: {_one_line(str(exc))}"}
+    except Exception as exc:  # noqa: BLE001 - Gradescope must get a results.json
+        rep = None
+        result = {"score": 0, "visibility": "visible", "tests": [],
+                  "output": f"the grader failed ({type(exc).__name__}: {_one_line(str(exc))}); "
+                            f"tell your instructor"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _write_text(Path(results), json.dumps(result, indent=2) + "\n")
+    return {"result": result, "report": rep}
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 # ------------------------------------------------------------------------------- CLI
 
 def positive_float(text: str) -> float:
@@ -522,6 +588,32 @@ def add_parser(sub) -> None:
                    help="draws every check's inputs (default 0; the same seed regrades "
                         "identically)")
     p.set_defaults(run=cmd_autograde)
+
+    g = sub.add_parser("gradescope", help="grade one Gradescope upload and write its results.json",
+                       description="For Gradescope's run_autograder: lay the upload over the "
+                                   "lab's skeleton, grade it in the sandbox, and always write "
+                                   "results.json (docs/instructors.md, docs/gradescope/).")
+    g.add_argument("lab", help="the lab, e.g. vit")
+    g.add_argument("upload", type=Path, nargs="?", default=Path("/autograder/submission"),
+                   help="the student's upload (default /autograder/submission)")
+    g.add_argument("results", type=Path, nargs="?",
+                   default=Path("/autograder/results/results.json"),
+                   help="where results.json goes (default /autograder/results/results.json)")
+    g.add_argument("--memory", type=positive_float, default=3.0, help="GiB (default 3)")
+    g.add_argument("--timeout-scale", type=positive_float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(run=cmd_gradescope)
+
+
+def cmd_gradescope(args) -> int:
+    from vislab.grading import load_lab
+
+    load_lab(args.lab)  # an unknown lab is the instructor's mistake: one line, exit 2
+    limits = Limits(memory=int(args.memory * 2**30), timeout_scale=args.timeout_scale)
+    done = gradescope_submission(args.lab, args.upload, args.results, args.seed, limits)
+    print(f"wrote {args.results}: {done['result']['score']:g} points")
+    rep = done["report"]
+    return 1 if rep is None or rep["grader_problem"] else 0
 
 
 def cmd_autograde(args) -> int:

@@ -39,12 +39,15 @@ then saves as partial credit. See docs/instructors.md in the vislab repository.
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, LimitOutput,
                                    SaveAutoGrades)
 
-from vislab.nbgrader_preprocessors import GradeWithVislab, UseReleasedCells
+from vislab.nbgrader_preprocessors import GradeWithVislab, ReadBrokenAsReleased, UseReleasedCells
 
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = {course_id!r}
 
 # The submitted notebooks' cells are replaced by the released ones; no kernel is ever started.
+# A submitted notebook that is not valid JSON is read as the released one, so that the student's
+# .py files are still graded (nbgrader would otherwise fail that student and export a 0).
+c.Autograde.exporter_class = ReadBrokenAsReleased
 c.Autograde.sanitize_preprocessors = [UseReleasedCells]
 c.Autograde.autograde_preprocessors = [GradeWithVislab, LimitOutput, SaveAutoGrades,
                                        AssignLatePenalties, CheckCellMetadata]
@@ -111,6 +114,9 @@ def init_course(course: Path, labs: list[str] | None = None, course_id: str = "v
     if unknown:
         raise UsageError(f"no lab named {', '.join(unknown)}; labs are: {', '.join(lab_names())}")
     course = Path(course).resolve()
+    if course.exists() and not course.is_dir():
+        raise UsageError(f"{course} is a file, not a course folder: name a folder (it is created "
+                         f"if missing)")
     config = course / "nbgrader_config.py"
     if config.exists() and not force:
         raise UsageError(f"{config} exists; use --force to overwrite it and the labs' sources")
@@ -154,7 +160,11 @@ def add_parser(sub) -> None:
 
 
 def cmd_init(args) -> int:
-    written = init_course(args.course, args.labs, args.course_id, args.force)
+    try:
+        written = init_course(args.course, args.labs, args.course_id, args.force)
+    except OSError as exc:
+        raise UsageError(f"cannot write the course into {args.course}: {exc.strerror} "
+                         f"({exc.filename})") from None
     for path in written:
         print(f"wrote {path}")
     labs = [p.name for p in written if p.parent.name == "source"]

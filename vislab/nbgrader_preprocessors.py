@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+from nbconvert.exporters import NotebookExporter
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -27,14 +28,38 @@ from traitlets import Dict, Float, Integer
 from vislab.nbgrader import grade_id
 
 
+def released_notebook(config, assignment: str, notebook: str) -> Path:
+    coursedir = CourseDirectory(config=config)
+    return Path(coursedir.format_path(coursedir.release_directory, ".", assignment)) / f"{notebook}.ipynb"
+
+
+class ReadBrokenAsReleased(NotebookExporter):
+    """nbgrader's notebook reader, except that a submitted notebook that is not a valid notebook
+    (not JSON, cut short) is read as the released one. Its cells are replaced by the released
+    ones anyway (UseReleasedCells), and the score comes from the student's .py files, so the
+    student is graded instead of failed (which nbgrader's export shows as a 0, like a real one)."""
+
+    def from_filename(self, filename, resources=None, **kw):
+        info = (resources or {}).get("nbgrader", {})
+        try:
+            nbformat.read(filename, as_version=4)
+        except Exception as exc:  # noqa: BLE001 - whatever makes it unreadable
+            if "assignment" not in info:
+                raise
+            released = released_notebook(self.config, info["assignment"], info["notebook"])
+            self.log.warning("%s is not a valid notebook (%s: %s); grading the student's files "
+                             "with the released %s instead", filename, type(exc).__name__,
+                             str(exc)[:200], released.name)
+            filename = str(released)
+        return super().from_filename(filename, resources, **kw)
+
+
 class UseReleasedCells(NbGraderPreprocessor):
     """Replace the submitted notebook by the released one (cells, metadata; no outputs)."""
 
     def preprocess(self, nb, resources):
-        coursedir = CourseDirectory(config=self.config)
         info = resources["nbgrader"]
-        released = Path(coursedir.format_path(coursedir.release_directory, ".",
-                                              info["assignment"])) / f"{info['notebook']}.ipynb"
+        released = released_notebook(self.config, info["assignment"], info["notebook"])
         if not released.is_file():  # nbgrader skips notebooks it does not know; be safe anyway
             raise FileNotFoundError(f"no released notebook {released}: run "
                                     f"`nbgrader generate_assignment {info['assignment']}` first")

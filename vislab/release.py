@@ -90,9 +90,15 @@ def _skeleton_block(body: list[str], indent: str, where: str) -> list[str]:
 
 def strip_notebook(text: str, where: str = "<notebook>") -> str:
     """Strip solution blocks from each code cell and clear outputs."""
-    nb = json.loads(text)
+    try:
+        nb = json.loads(text)
+    except ValueError as exc:
+        raise ReleaseError(f"{where}: not a valid notebook ({exc}); repair it or save it again "
+                           f"from Jupyter") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells", []), list):
+        raise ReleaseError(f"{where}: not a notebook (no list of cells)")
     for n, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code":
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source = "".join(cell.get("source", []))
         stripped = strip_source(source, f"{where}[cell {n}]")
