@@ -189,3 +189,10 @@ def test_working_in_another_checkout_is_said(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(LABS_DIR)
     main(["grade", "vit", "--task", "vit.distill"])
     assert "note:" not in capsys.readouterr().err
+
+
+def test_an_unwritable_json_is_refused_before_grading(tmp_path, capsys):
+    assert main(["grade", "vit", "--json", str(tmp_path / "no" / "such" / "r.json")]) == 2
+    assert "--json" in capsys.readouterr().err
+    assert main(["grade", "vit", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

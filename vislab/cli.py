@@ -37,9 +37,25 @@ def cmd_release(args) -> int:
     return 1 if kept else 0
 
 
+def writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work, a file we could not write."""
+    import os
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder: name a file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: cannot write there (permission denied)")
+
+
 def cmd_grade(args) -> int:
     from vislab.grading import grade_lab
 
+    if args.json:
+        writable_file(args.json, "--json")
     rep = grade_lab(args.lab, args.impl, args.task)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
