@@ -21,6 +21,7 @@ from torchvision.models.swin_transformer import (PatchMerging, ShiftedWindowAtte
 
 from vislab.grading import (CheckFailed, Lab, expect, expect_close, expect_gradients,
                             expect_shape, expect_tensor)
+from vislab.probing import StudentError
 
 from . import swin_cnn_probes as probes
 
@@ -323,8 +324,9 @@ def block_state(tv: SwinTransformerBlock) -> dict:
     return floats(out)
 
 
-def block_variant(tv, x, shift, roll_back=True, sign=-1, mask=True, dims=(1, 2)):
-    """A Swin block in float64 from tv's weights, optionally with a known mistake in the shift."""
+def block_variant(tv, x, shift, roll_back=True, sign=-1, mask=True, dims=(1, 2), mask_hw=None):
+    """A Swin block in float64 from tv's weights, optionally with a known mistake in the shift
+    (mask_hw: the mask built for a map of that size)."""
     x = x.double()
     ws = tv.attn.window_size[0]
     h = tv.norm1(x)
@@ -333,7 +335,7 @@ def block_variant(tv, x, shift, roll_back=True, sign=-1, mask=True, dims=(1, 2))
         h = torch.roll(h, shifts=(sign * shift,) * len(dims), dims=dims)
     m = None
     if shift and mask:
-        m = torch.where(mask_reference(H, W, ws, shift), -100.0, 0.0)
+        m = torch.where(mask_reference(*(mask_hw or (H, W)), ws, shift), -100.0, 0.0)
     out = window_attention_variant(tv.attn, partition_variant(h, ws), m)
     h = reverse_reference(out, ws, H, W)
     if shift and roll_back:
@@ -343,8 +345,15 @@ def block_variant(tv, x, shift, roll_back=True, sign=-1, mask=True, dims=(1, 2))
 
 
 def shift_diagnoses(tv, x, shift) -> dict:
+    B, H, W = x.shape[:3]
+    ws = tv.attn.window_size[0]
+    windows, square = B * (H // ws) * (W // ws), (H // ws) ** 2
     with torch.no_grad():
-        return {
+        wrong_size = {} if H == W or windows % square else {
+            f"the mask built for an H x H map (shifted_window_mask(H, H, ...); it is "
+            f"shifted_window_mask(H, W, ...), here ({H}, {W}))":
+                block_variant(tv, x, shift, mask_hw=(H, H))}
+        return wrong_size | {
             "the map not rolled back after the attention (the window not rolled back)":
                 block_variant(tv, x, shift, roll_back=False),
             "shifted windows without the mask (mask missing)": block_variant(tv, x, shift, mask=False),
@@ -358,12 +367,13 @@ def shift_diagnoses(tv, x, shift) -> dict:
 @lab.check("swin.shifted_window", points=2)
 def swin_block_matches_torchvision(student, g):
     """With reference window attention and partitioning, the student's SwinBlock equals
-    torchvision's SwinTransformerBlock, shifted (shift 2 of window 4) and not shifted."""
+    torchvision's SwinTransformerBlock, shifted (shift 2 of window 4) and not shifted, on an
+    8 x 12 map (H != W: the mask is shifted_window_mask(H, W, ...))."""
     dim, heads, ws, B = 8, 2, 4, 2
     for shift in (2, 0):
         tv = tv_swin_block(g, dim, heads, ws, shift)
-        x = torch.randn(B, 8, 8, dim, generator=g)
-        grad_out = torch.randn(B, 8, 8, dim, generator=g)
+        x = torch.randn(B, 8, 12, dim, generator=g)
+        grad_out = torch.randn(B, 8, 12, dim, generator=g)
         got = student.run(probes.swin_block, dim=dim, num_heads=heads, window_size=ws,
                           shift_size=shift, state=block_state(tv), x=x, grad_out=grad_out)
         want, grads, input_grad = reference(tv, x, grad_out)
@@ -376,11 +386,11 @@ def swin_block_matches_torchvision(student, g):
 @lab.check("swin.shifted_window", points=1)
 def swin_block_with_own_parts(student, g):
     """The student's whole SwinBlock -- own partition, attention, mask and shift -- equals
-    torchvision's, on a 12 x 12 map with window 4 and shift 2."""
+    torchvision's, on a 12 x 8 map with window 4 and shift 2."""
     dim, heads, ws, shift = 12, 3, 4, 2
     tv = tv_swin_block(g, dim, heads, ws, shift)
-    x = torch.randn(2, 12, 12, dim, generator=g)
-    grad_out = torch.randn(2, 12, 12, dim, generator=g)
+    x = torch.randn(2, 12, 8, dim, generator=g)
+    grad_out = torch.randn(2, 12, 8, dim, generator=g)
     got = student.run(probes.swin_block, dim=dim, num_heads=heads, window_size=ws,
                       shift_size=shift, state=block_state(tv), x=x, grad_out=grad_out,
                       own_parts=True)
@@ -439,47 +449,107 @@ def patch_merging_pads_odd_sizes(student, g):
     dim = 3
     tv = randomize(PatchMerging(dim), g).double()
     x = torch.randn(2, 7, 5, dim, generator=g)
-    got = student.run(probes.patch_merging, dim=dim, state=floats(tv.state_dict()), x=x)
+    how = ("pad one zero row at the bottom and one zero column at the right: F.pad pads the "
+           "last axis first, in (before, after) pairs, so for (B, H, W, C) it is "
+           "F.pad(x, (0, 0, 0, W % 2, 0, H % 2)) -- C, then W, then H")
+    try:
+        got = student.run(probes.patch_merging, dim=dim, state=floats(tv.state_dict()), x=x)
+    except StudentError as exc:
+        if exc.status != "error":
+            raise
+        raise CheckFailed(f"PatchMerging of a 7 x 5 map failed with {exc.message}; the padding "
+                          f"is the likely cause: {how}", "odd sizes not padded as torchvision")
     with torch.no_grad():
         want = tv(x.double())
-    expect_close(got["out"], want, "PatchMerging output for a 7 x 5 map (pad one zero row and "
-                 "column at the bottom and right, as F.pad(x, (0, 0, 0, W % 2, 0, H % 2)))")
+        x_d = x.double()
+        diagnoses = {"the zero row and column put at the top and left instead of the bottom "
+                     "and right": merging_padded(tv, x_d, (0, 0, 1, 0, 1, 0))}
+    expect_close(got["out"], want, f"PatchMerging output for a 7 x 5 map ({how})",
+                 diagnoses=diagnoses)
+
+
+def merging_padded(tv: PatchMerging, x, pad):
+    """torchvision's PatchMerging after padding x by `pad` (F.pad order) instead of its own."""
+    x = F.pad(x, pad)
+    y = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+    return tv.reduction(tv.norm(y))
 
 
 # ------------------------------------------------------------------------------ swin.model
 
 # Small enough to be fast, big enough to show mistakes: 3 channels, a first stage of 2x2
 # windows (so shifts matter), a last stage smaller than a window (so padding happens).
+# norm_eps 0.01, not the default 1e-5, so that a norm built without config.norm_eps shows.
 SWIN = dict(image_size=16, patch_size=2, in_channels=3, num_classes=5, embed_dim=8,
             depths=[2, 2, 1], num_heads=[2, 2, 4], window_size=4, mlp_ratio=2.0, dropout=0.0,
-            drop_path=0.2, norm_eps=1e-5)
+            drop_path=0.2, norm_eps=0.01)
 
 
-def tv_swin(g) -> SwinTransformer:
-    c = SWIN
-    m = SwinTransformer([c["patch_size"]] * 2, c["embed_dim"], c["depths"], c["num_heads"],
-                        [c["window_size"]] * 2, mlp_ratio=c["mlp_ratio"],
-                        stochastic_depth_prob=c["drop_path"], num_classes=c["num_classes"])
+def tv_swin(g, config=None) -> SwinTransformer:
+    c = config or SWIN
+    # torchvision divides by (blocks - 1): one block is built as the first of two (rate 0, as
+    # the lab's max(1, blocks - 1) gives), the second then removed
+    one = sum(c["depths"]) == 1
+    m = SwinTransformer([c["patch_size"]] * 2, c["embed_dim"], [2] if one else c["depths"],
+                        c["num_heads"], [c["window_size"]] * 2, mlp_ratio=c["mlp_ratio"],
+                        dropout=c["dropout"], stochastic_depth_prob=c["drop_path"],
+                        num_classes=c["num_classes"],
+                        norm_layer=partial(nn.LayerNorm, eps=c["norm_eps"]))
+    if one:
+        m.features[1] = m.features[1][:1]
     return randomize(m, g).double().eval()
 
 
-def swin_state(tv: SwinTransformer) -> dict:
-    """torchvision SwinTransformer weights under the lab's Swin names."""
+def swin_names(tv: SwinTransformer) -> dict[str, str]:
+    """The lab's Swin parameter names -> torchvision SwinTransformer's (index buffers aside)."""
     out = {}
-    for k, v in tv.state_dict().items():
+    for k in tv.state_dict():
         if "relative_position_index" in k:
             continue
         parts = k.split(".")
         if parts[0] != "features":
-            out[k] = v
+            out[k] = k
         elif parts[1] == "0":
-            out[f"patch_embed.{'proj' if parts[2] == '0' else 'norm'}.{parts[3]}"] = v
+            out[f"patch_embed.{'proj' if parts[2] == '0' else 'norm'}.{parts[3]}"] = k
         elif int(parts[1]) % 2:
             rest = ".".join(parts[3:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-            out[f"stages.{(int(parts[1]) - 1) // 2}.{parts[2]}.{rest}"] = v
+            out[f"stages.{(int(parts[1]) - 1) // 2}.{parts[2]}.{rest}"] = k
         else:
-            out[f"merges.{int(parts[1]) // 2 - 1}.{'.'.join(parts[2:])}"] = v
-    return floats(out)
+            out[f"merges.{int(parts[1]) // 2 - 1}.{'.'.join(parts[2:])}"] = k
+    return out
+
+
+def swin_state(tv: SwinTransformer) -> dict:
+    """torchvision SwinTransformer weights under the lab's Swin names."""
+    s = tv.state_dict()
+    return floats({ours: s[theirs] for ours, theirs in swin_names(tv).items()})
+
+
+def reference_swin(state: dict, config: dict) -> SwinTransformer:
+    """The grader's own Swin (torchvision's SwinTransformer, its patch convolution for any
+    number of channels) holding weights given under the lab's names; eval mode."""
+    c = config
+    tv = SwinTransformer([c["patch_size"]] * 2, c["embed_dim"], c["depths"], c["num_heads"],
+                         [c["window_size"]] * 2, mlp_ratio=c["mlp_ratio"],
+                         num_classes=c["num_classes"],
+                         norm_layer=partial(nn.LayerNorm, eps=c["norm_eps"]))
+    tv.features[0][0] = nn.Conv2d(c["in_channels"], c["embed_dim"], c["patch_size"],
+                                  c["patch_size"])
+    names = swin_names(tv)
+    want = {ours: tuple(tv.state_dict()[theirs].shape) for ours, theirs in names.items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if type(v) is torch.Tensor}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(state) - set(want))
+    expect(not missing and not extra, f"the trained Swin's weights are not the handout's "
+           f"parameters: missing {missing[:3]}, unexpected {extra[:3]} (keep the names that "
+           f"__init__ creates)")
+    wrong = [k for k in want if have[k] != want[k]]
+    expect(not wrong, f"the trained Swin's {wrong[0] if wrong else ''} has shape "
+                      f"{have[wrong[0]] if wrong else ''}, expected {want[wrong[0]] if wrong else ''}")
+    own = tv.state_dict()
+    tv.load_state_dict({theirs: state[ours].float() if ours in state else own[theirs]
+                        for theirs, ours in {**{v: k for k, v in names.items()},
+                                             **{k: k for k in own if "index" in k}}.items()})
+    return tv.eval()
 
 
 def swin_variant(tv, x, shifts=None, final_norm=True, pool="mean"):
@@ -510,28 +580,75 @@ def swin_diagnoses(tv, x) -> dict:
         }
 
 
+# Train-mode runs of swin_matches_torchvision, each deterministic: stochastic depth 1 over two
+# blocks (rates 0 and 1: the first block always kept, the last always dropped, 16 images so a
+# rate of 0.5 cannot pass by luck), over one block (rate 0: drop_path * k / max(1, blocks - 1)),
+# and dropout 1 (every block's branches dropped).
+SWIN_TRAIN_RUNS = {
+    "stochastic depth 1 over two blocks (rates 0 and 1)":
+        dict(SWIN, depths=[1, 1], num_heads=[2, 2], drop_path=1.0),
+    "stochastic depth 1 with one block (its rate 0 = drop_path * 0 / max(1, blocks - 1))":
+        dict(SWIN, depths=[1], num_heads=[2], drop_path=1.0),
+    "dropout 1 (passed to every block, so every branch is dropped)":
+        dict(SWIN, dropout=1.0, drop_path=0.0),
+}
+
+
 @lab.check("swin.model", points=2)
 def swin_matches_torchvision(student, g):
     """With torchvision's blocks and patch merging in place of the student's (same weights,
-    the shifts the student built), equals torchvision's SwinTransformer; the stochastic-depth
-    rates rise linearly from 0 to drop_path."""
+    the settings the student built them with), equals torchvision's SwinTransformer in eval
+    mode (norm eps 0.01); in train mode the stochastic-depth rates rise linearly from 0 to
+    drop_path and the dropout reaches every block."""
     c = SWIN
     tv = tv_swin(g)
     x = torch.randn(2, c["in_channels"], c["image_size"], c["image_size"], generator=g)
     grad_out = torch.randn(2, c["num_classes"], generator=g)
     got = student.run(probes.swin_model, config=c, state=swin_state(tv), x=x, grad_out=grad_out)
     want, grads, _ = reference(tv, x, grad_out)
-    expect_close(got["out"], want, "Swin logits", diagnoses=swin_diagnoses(tv, x))
+    with torch.no_grad():
+        diagnoses = swin_diagnoses(tv, x)
+        for where, parts in (("blocks", (SwinTransformerBlock,)), ("patch mergings", (PatchMerging,)),
+                             ("blocks and patch mergings", (SwinTransformerBlock, PatchMerging))):
+            diagnoses[f"the {where} built without config.norm_eps (their LayerNorms at eps "
+                      f"1e-5 instead of {c['norm_eps']:g})"] = eps_variant(tv, x, 1e-5, parts)
+    expect_close(got["out"], want, "Swin logits", diagnoses=diagnoses)
     expect_gradients(got.get("grads", {}), {"patch_embed.proj.weight": grads["features.0.0.weight"],
                                             "norm.weight": grads["norm.weight"],
                                             "head.weight": grads["head.weight"]}, "Swin")
-    total = sum(c["depths"])
-    rates = [b["drop_path"] for b in got["blocks"]]
-    want_rates = [c["drop_path"] * k / (total - 1) for k in range(total)]
-    expect(len(rates) == total and all(abs(a - b) < 1e-6 for a, b in zip(rates, want_rates)),
-           f"stochastic depth per block: expected {[round(r, 3) for r in want_rates]} "
-           f"(config.drop_path * k / (blocks - 1) for the k-th block overall), got "
-           f"{[round(r, 3) for r in rates]}")
+    for what, config in SWIN_TRAIN_RUNS.items():
+        tv = tv_swin(g, config)
+        x = torch.randn(16, c["in_channels"], c["image_size"], c["image_size"], generator=g)
+        got = student.run(probes.swin_model, config=config, state=swin_state(tv), x=x,
+                          train=True)
+        with torch.no_grad():
+            want = tv.train()(x.double())
+            tv.eval()
+            diagnoses = {"the same stochastic-depth rate config.drop_path in every block":
+                             constant_drop_variant(tv, x, config), "nothing dropped": tv(x.double())}
+        expect_close(got["out"], want, f"Swin logits in train mode with {what}",
+                     diagnoses=diagnoses)
+
+
+def eps_variant(tv, x, eps, parts):
+    """tv's forward with the eps of every LayerNorm inside modules of the types `parts` set to
+    `eps`."""
+    tv = copy.deepcopy(tv)
+    for part in tv.modules():
+        if isinstance(part, parts):
+            for m in part.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.eps = eps
+    return tv(x.double())
+
+
+def constant_drop_variant(tv, x, config):
+    """tv in train mode with every block's stochastic depth at config.drop_path."""
+    tv = copy.deepcopy(tv).train()
+    for m in tv.modules():
+        if isinstance(m, SwinTransformerBlock):
+            m.stochastic_depth.p = config["drop_path"]
+    return tv(x.double())
 
 
 @lab.check("swin.model", points=1)
@@ -566,13 +683,19 @@ TRAIN_THRESHOLD = 0.60
 
 
 def mnist_accuracy(student, seed: int) -> float:
-    """Test accuracy of the student's Swin after the TRAIN recipe on MNIST-5k."""
+    """Test accuracy after the TRAIN recipe on MNIST-5k: the student's Swin trains on the
+    training images (in the student's process), and the grader's own Swin, holding the trained
+    weights, classifies the test images, which the student's process never receives."""
     from vislab.data.mnist import mnist5k, normalise
 
     (x_train, y_train), (x_test, y_test) = mnist5k("train"), mnist5k("test")
-    pred = student.run(probes.train_swin, config=MNIST_SWIN, x_train=normalise(x_train),
-                       y_train=y_train, x_test=normalise(x_test), seed=seed, **TRAIN)
-    pred = expect_shape(pred, y_test.shape, "predicted classes")
+    state = student.run(probes.train_swin, config=MNIST_SWIN, x_train=normalise(x_train),
+                        y_train=y_train, seed=seed, **TRAIN)
+    expect(type(state) is dict, "train_swin must return the trained Swin's state_dict")
+    model = reference_swin(state, MNIST_SWIN)
+    with torch.no_grad():
+        x = normalise(x_test)
+        pred = torch.cat([model(x[i:i + 500]).argmax(-1) for i in range(0, len(x), 500)])
     return (pred == y_test).float().mean().item()
 
 
@@ -653,8 +776,9 @@ def cn_block_matches_torchvision(student, g):
 @lab.check("convnext.block", points=1)
 def stochastic_depth_drops_whole_samples(student, g):
     """drop_path: in training each sample's branch is kept with probability 1 - p and scaled by
-    1 / (1 - p), or zeroed, as a whole; unchanged outside training or at p = 0. In a CNBlock
-    with drop_path 0.5, each sample's output is x, or x + 2 * branch."""
+    1 / (1 - p), or zeroed, as a whole, for 4-D and 3-D inputs; zeros at p = 1; unchanged
+    outside training or at p = 0. In a CNBlock with drop_path 0.5, each sample's output is x,
+    or x + 2 * branch."""
     p, B = 0.25, 400
     x = 0.5 + torch.rand(B, 3, 2, 2, generator=g)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
@@ -680,6 +804,18 @@ def stochastic_depth_drops_whole_samples(student, g):
         got = student.run(probes.drop_path, x=x, p=q, training=training, seed=seed)
         expect_close(got, x, f"drop_path with p = {q} and training = {training} (must return x "
                              f"unchanged)")
+    got = student.run(probes.drop_path, x=x, p=1.0, training=True, seed=seed)
+    expect_close(got, torch.zeros_like(x), "drop_path with p = 1 in training (every sample "
+                 "dropped: zeros, not 0 / (1 - p) = 0 / 0)", atol=0, rtol=0)
+    tokens = 0.5 + torch.rand(B, 5, 3, generator=g)                   # (B, N, C), not 4-D
+    got = student.run(probes.drop_path, x=tokens, p=p, training=True, seed=seed)
+    got = expect_shape(got, tokens.shape, "drop_path output for a (B, N, C) input (the mask "
+                       "has shape (B, 1, 1) there: one coin per sample, whatever x's rank)")
+    factors = (got / tokens).flatten(1)
+    whole = (factors.amax(1) - factors.amin(1) < 1e-5).all()
+    allowed = ((factors[:, 0] < 1e-6) | ((factors[:, 0] - 1 / (1 - p)).abs() < 1e-5)).all()
+    expect(bool(whole and allowed), "drop_path on a (B, N, C) input: each sample must be zeroed "
+           "or scaled by 1 / (1 - p) as a whole (a mask of shape (B,) + (1,) * (x.ndim - 1))")
     dim = 4
     tv = tv_cn_block(g, dim)
     x = torch.randn(64, dim, 5, 5, generator=g)
@@ -840,27 +976,20 @@ def resnet_matches_reference(student, g):
 
 @lab.check("resnet.model", points=1)
 def resnet20_has_the_papers_shape(student, g):
-    """ResNet-20 for MNIST (1 channel, 10 classes, widths 16/32/64): 19 3x3 convolutions and
-    one linear layer (6n + 2 = 20, n = 3), two 1x1 shortcut convolutions, 272,186 parameters
-    with BatchNorm, the reference's parameter names and shapes."""
+    """ResNet-20 for MNIST (1 channel, 10 classes, widths 16/32/64): the reference's parameter
+    names and shapes (19 3x3 convolutions, two 1x1 shortcut convolutions and one linear layer:
+    6n + 2 = 20 with n = 3; 272,186 parameters with BatchNorm) -- the grader's random weights
+    load -- and its logits equal the reference's."""
     config = dict(depth=20, in_channels=1, num_classes=10, widths=[16, 32, 64], norm="bn")
-    got = student.run(probes.resnet_structure, config=config)
-    ref = CifarResNet(config["widths"], 3, 1, 10, nn.BatchNorm2d)
-    shapes = {k: list(v.shape) for k, v in ref.state_dict().items()}
-    layers = (got["conv3x3"], got["linear"], got["conv1x1"])
-    expect(layers == (19, 1, 2), f"ResNet-20 should have 19 3x3 convolutions, 1 linear layer and "
-                                 f"2 1x1 shortcut convolutions, got {layers[0]}, {layers[1]} and "
-                                 f"{layers[2]}")
-    missing = sorted(set(shapes) - set(got["shapes"]))
-    extra = sorted(set(got["shapes"]) - set(shapes))
-    expect(not missing and not extra, f"ResNet-20's parameter names differ from torchvision's: "
-                                      f"missing {missing[:3]}, unexpected {extra[:3]}")
-    wrong = [k for k in shapes if shapes[k] != got["shapes"][k]]
-    if wrong:
-        raise CheckFailed(f"ResNet-20: {wrong[0]} has shape {got['shapes'][wrong[0]]}, expected "
-                          f"{shapes[wrong[0]]}")
-    want = sum(p.numel() for p in ref.parameters())
-    expect(got["params"] == want, f"ResNet-20 has {got['params']:,} parameters, expected {want:,}")
+    ref = randomize(CifarResNet(config["widths"], 3, 1, 10, nn.BatchNorm2d), g).double().eval()
+    x = torch.randn(2, 1, 12, 12, generator=g)
+    got = student.run(probes.resnet, config=config, norm="bn", state=floats(ref.state_dict()),
+                      x=x)
+    with torch.no_grad():
+        want = ref(x.double())
+    params = sum(p.numel() for p in ref.parameters())
+    expect_close(got["out"], want, f"ResNet-20 logits (the paper's net: 19 3x3 convolutions, "
+                 f"2 1x1 shortcut convolutions, 1 linear layer, {params:,} parameters)")
 
 
 # ---------------------------------------------------------------------------------- norms
@@ -878,19 +1007,32 @@ def affine_state(g, C=C_NORM, **extra) -> dict:
             "bias": 0.3 * torch.randn(C, generator=g), **extra}
 
 
-def normalise(x, dims, eps=1e-5, unbiased=False):
+def normalise(x, dims, eps=1e-5, unbiased=False, eps_on_std=False):
     mean = x.mean(dim=dims, keepdim=True)
     var = x.var(dim=dims, keepdim=True, unbiased=unbiased)
-    return (x - mean) / torch.sqrt(var + eps)
+    return (x - mean) / (var.sqrt() + eps if eps_on_std else torch.sqrt(var + eps))
+
+
+EPS, MOMENTUM = 0.5, 0.3  # given to the constructors, far from the defaults, so that both show
+
+
+def expect_norm(got, want, what, diagnoses, right: str) -> None:
+    """expect_close; a named mistake also says where the statistics belong (`right`)."""
+    try:
+        expect_close(got, want, what, diagnoses=diagnoses)
+    except CheckFailed as exc:
+        if exc.mistake and "statistics over" in exc.mistake:
+            raise CheckFailed(f"{exc}; {right}", exc.mistake) from None
+        raise
 
 
 def affine(x_hat, state):
     return x_hat * state["weight"].double().view(1, -1, 1, 1) + state["bias"].double().view(1, -1, 1, 1)
 
 
-def bn_reference(state, inputs, train, grad_out=None):
+def bn_reference(state, inputs, train, grad_out=None, eps=1e-5, momentum=0.1):
     """torch's BatchNorm2d: outputs, buffers after each input, gradients of the first."""
-    ref = nn.BatchNorm2d(C_NORM).double()
+    ref = nn.BatchNorm2d(C_NORM, eps=eps, momentum=momentum).double()
     ref.load_state_dict({k: v.double() for k, v in state.items()}, strict=False)
     ref.train(train)
     outs, buffers, first = [], [], None
@@ -918,7 +1060,7 @@ def batchnorm_matches_torch(student, g):
                       train=True, grad_out=grad_out)
     outs, buffers, (_, grads, input_grad) = bn_reference(state, [x1, x2], True, grad_out)
     xd = x1.double()
-    expect_close(got["outs"][0], outs[0], "BatchNorm output in training", diagnoses={
+    expect_norm(got["outs"][0], outs[0], "BatchNorm output in training", right=BN_RIGHT, diagnoses={
         "statistics over (C, H, W) of each sample (that is LayerNorm)": affine(normalise(xd, (1, 2, 3)), state),
         "statistics over (H, W) of each sample and channel (that is InstanceNorm)":
             affine(normalise(xd, (2, 3)), state),
@@ -957,10 +1099,41 @@ def batchnorm_matches_torch(student, g):
             affine(normalise(x3.double(), (0, 2, 3)), state)})
     expect_close(got["buffers"][0].get("running_mean"), eval_state["running_mean"],
                  "running_mean after an evaluation step (must not change)")
+    # eps and momentum as the constructor got them, eps inside the square root
+    got = student.run(probes.norm, kind="bn", num_channels=C, state=state, inputs=[x1, x2],
+                      train=True, eps=EPS, momentum=MOMENTUM)
+    outs, buffers, _ = bn_reference(state, [x1, x2], True, eps=EPS, momentum=MOMENTUM)
+    expect_close(got["outs"][0], outs[0], f"BatchNorm(C, eps={EPS:g}) output in training",
+                 diagnoses={
+        "eps added to the standard deviation instead of the variance ((x - mean) / (std + eps); "
+        "it goes inside: / sqrt(var + eps))": affine(normalise(xd, (0, 2, 3), EPS, eps_on_std=True), state),
+        f"self.eps ignored (the default 1e-5 instead of {EPS:g})": affine(normalise(xd, (0, 2, 3)), state)})
+    expect_close(got["buffers"][0].get("running_mean"), buffers[0]["running_mean"],
+                 f"running_mean after one training step with momentum {MOMENTUM:g}", diagnoses={
+        f"self.momentum ignored (the default 0.1 instead of {MOMENTUM:g})":
+            0.9 * state["running_mean"].double() + 0.1 * mean1})
+    eval_state = {**state, **{k: v.float() for k, v in buffers[1].items()}}
+    got = student.run(probes.norm, kind="bn", num_channels=C, state=eval_state, inputs=[x3],
+                      train=False, eps=EPS, momentum=MOMENTUM)
+    want, _, _ = bn_reference(eval_state, [x3], False, eps=EPS)
+    rm, rvar = (eval_state[k].double().view(1, -1, 1, 1) for k in ("running_mean", "running_var"))
+    expect_close(got["outs"][0], want[0], f"BatchNorm(C, eps={EPS:g}) output in evaluation mode",
+                 diagnoses={"eps added to the running standard deviation instead of the "
+                            "variance": affine((x3.double() - rm) / (rvar.sqrt() + EPS), state),
+                            "self.eps ignored in evaluation mode":
+                                affine((x3.double() - rm) / (rvar + 1e-5).sqrt(), state)})
 
 
-def simple_norm_check(student, g, kind, ref, what, diagnoses_fn, num_groups=None):
+BN_RIGHT = ("BatchNorm's statistics are over (B, H, W) for each channel: x.mean(dim=(0, 2, 3)) "
+            "and the biased variance over the same dims")
+
+
+def simple_norm_check(student, g, kind, make_ref, what, diagnoses_fn, dims, right,
+                      num_groups=None):
+    """Train and eval mode (the same: no running statistics) equal torch's layer; outputs,
+    gradients; then with eps 0.5 given to the constructor."""
     C = C_NORM
+    ref = make_ref(1e-5)
     state = affine_state(g)
     x1, x2 = norm_inputs(g, 2)
     grad_out = torch.randn(x1.shape, generator=g)
@@ -970,17 +1143,36 @@ def simple_norm_check(student, g, kind, ref, what, diagnoses_fn, num_groups=None
         ref.load_state_dict({k: v.double() for k, v in state.items()})
         want, grads, input_grad = reference(ref.train(train), x1, grad_out)
         mode = "training" if train else "evaluation"
-        expect_close(got["outs"][0], want, f"{what} output in {mode} mode",
-                     diagnoses=diagnoses_fn(x1.double(), state))
+        expect_norm(got["outs"][0], want, f"{what} output in {mode} mode",
+                    diagnoses_fn(x1.double(), state), right)
         expect_gradients(got.get("grads", {}), grads, what)
         expect_close(got.get("input_grad"), input_grad, f"{what}: gradient of the input")
+    got = student.run(probes.norm, kind=kind, num_channels=C, state=state, inputs=[x1],
+                      train=True, num_groups=num_groups, eps=EPS)
+    ref = make_ref(EPS)
+    ref.load_state_dict({k: v.double() for k, v in state.items()})
+    with torch.no_grad():
+        want = ref.train()(x1.double())
+    xd = x1.double() if kind != "gn" else x1.double().reshape(len(x1), num_groups, -1, 1)
+    shape = x1.shape
+
+    def variant(**kw):
+        return affine(normalise(xd, dims, **kw).reshape(shape), state)
+    expect_close(got["outs"][0], want, f"{what} with eps={EPS:g} given to the constructor",
+                 diagnoses={
+        "eps added to the standard deviation instead of the variance ((x - mean) / (std + eps); "
+        "it goes inside: / sqrt(var + eps))": variant(eps=EPS, eps_on_std=True),
+        f"self.eps ignored (the default 1e-5 instead of {EPS:g})": variant()})
 
 
 @lab.check("norms", points=1)
 def instancenorm_matches_torch(student, g):
     """InstanceNorm equals torch.nn.InstanceNorm2d(C, affine=True), in training and evaluation."""
-    simple_norm_check(student, g, "in", nn.InstanceNorm2d(C_NORM, affine=True).double(),
-                      "InstanceNorm", lambda x, s: {
+    simple_norm_check(student, g, "in",
+                      lambda eps: nn.InstanceNorm2d(C_NORM, eps=eps, affine=True).double(),
+                      "InstanceNorm", dims=(2, 3),
+                      right="InstanceNorm's statistics are over (H, W) for each sample and "
+                            "channel: x.mean(dim=(2, 3))", diagnoses_fn=lambda x, s: {
         "statistics over (B, H, W) of each channel (that is BatchNorm)": affine(normalise(x, (0, 2, 3)), s),
         "statistics over (C, H, W) of each sample (that is LayerNorm)": affine(normalise(x, (1, 2, 3)), s),
         "the unbiased variance (n - 1)": affine(normalise(x, (2, 3), unbiased=True), s)})
@@ -989,8 +1181,10 @@ def instancenorm_matches_torch(student, g):
 @lab.check("norms", points=1)
 def layernorm_matches_torch(student, g):
     """LayerNorm (over C, H, W; per-channel scale and shift) equals torch.nn.GroupNorm(1, C)."""
-    simple_norm_check(student, g, "ln", nn.GroupNorm(1, C_NORM).double(), "LayerNorm",
-                      lambda x, s: {
+    simple_norm_check(student, g, "ln", lambda eps: nn.GroupNorm(1, C_NORM, eps=eps).double(),
+                      "LayerNorm", dims=(1, 2, 3),
+                      right="LayerNorm's statistics are over (C, H, W) for each sample: "
+                            "x.mean(dim=(1, 2, 3))", diagnoses_fn=lambda x, s: {
         "statistics over the channels at each position (ConvNeXt's LayerNorm2d), not over (C, H, W)":
             affine(normalise(x, (1,)), s),
         "statistics over (H, W) of each sample and channel (that is InstanceNorm)":
@@ -1010,8 +1204,11 @@ def interleaved_groups(x, G):
 def groupnorm_matches_torch(student, g):
     """GroupNorm equals torch.nn.GroupNorm with G = 3 groups of 2 consecutive channels."""
     G = 3
-    simple_norm_check(student, g, "gn", nn.GroupNorm(G, C_NORM).double(), "GroupNorm",
-                      lambda x, s: {
+    simple_norm_check(student, g, "gn", lambda eps: nn.GroupNorm(G, C_NORM, eps=eps).double(),
+                      "GroupNorm", dims=(2, 3),
+                      right="GroupNorm's statistics are over each sample's group of C/G "
+                            "consecutive channels and (H, W): x.reshape(B, G, -1).mean(dim=-1)",
+                      diagnoses_fn=lambda x, s: {
         "group g holding channels g, g + G, g + 2G, ... instead of consecutive channels":
             affine(interleaved_groups(x, G), s),
         "statistics over (H, W) of each channel (that is InstanceNorm)": affine(normalise(x, (2, 3)), s),
@@ -1019,15 +1216,15 @@ def groupnorm_matches_torch(student, g):
         num_groups=G)
 
 
-def bin_reference(x, state, train, rho=None):
+def bin_reference(x, state, train, rho=None, eps=1e-5):
     x = x.double()
     rho = state["gate"].double().clamp(0, 1).view(1, -1, 1, 1) if rho is None else rho
     if train:
-        bn = normalise(x, (0, 2, 3))
+        bn = normalise(x, (0, 2, 3), eps)
     else:
         bn = ((x - state["running_mean"].double().view(1, -1, 1, 1))
-              / torch.sqrt(state["running_var"].double().view(1, -1, 1, 1) + 1e-5))
-    return affine(rho * bn + (1 - rho) * normalise(x, (2, 3)), state)
+              / torch.sqrt(state["running_var"].double().view(1, -1, 1, 1) + eps))
+    return affine(rho * bn + (1 - rho) * normalise(x, (2, 3), eps), state)
 
 
 @lab.check("norms", points=2)
@@ -1056,21 +1253,25 @@ def batch_instance_norm_matches_definition(student, g):
     gates = torch.tensor([-0.5, 0.0, 0.3, 0.7, 1.0, 1.6])
     state = affine_state(g, gate=gates, **running)
     got = student.run(probes.norm, kind="bin", num_channels=C, state=state, inputs=[x1, x2],
-                      train=True)
+                      train=True, eps=EPS, momentum=MOMENTUM)
     raw = gates.double().view(1, -1, 1, 1)
-    expect_close(got["outs"][0], bin_reference(x1, state, True),
-                 "BatchInstanceNorm with gates -0.5, 0, 0.3, 0.7, 1, 1.6 (rho = clamp(gate, 0, 1))",
-                 diagnoses={"the gate not clamped to [0, 1]": bin_reference(x1, state, True, rho=raw),
-                            "rho and 1 - rho swapped": bin_reference(x1, state, True, rho=1 - raw.clamp(0, 1))})
-    _, buffers, _ = bn_reference(affine_state(g, **running), [x1, x2], True)
+    expect_close(got["outs"][0], bin_reference(x1, state, True, eps=EPS),
+                 f"BatchInstanceNorm(C, eps={EPS:g}) with gates -0.5, 0, 0.3, 0.7, 1, 1.6 "
+                 f"(rho = clamp(gate, 0, 1))", diagnoses={
+        "the gate not clamped to [0, 1]": bin_reference(x1, state, True, rho=raw, eps=EPS),
+        "rho and 1 - rho swapped": bin_reference(x1, state, True, rho=1 - raw.clamp(0, 1), eps=EPS),
+        f"self.eps ignored (the default 1e-5 instead of {EPS:g})": bin_reference(x1, state, True)})
+    _, buffers, _ = bn_reference(affine_state(g, **running), [x1, x2], True, momentum=MOMENTUM)
     for k in ("running_mean", "running_var"):
         expect_close(got["buffers"][1].get(k), buffers[1][k],
-                     f"BatchInstanceNorm's {k} after two training steps (updated as BatchNorm's)")
+                     f"BatchInstanceNorm's {k} after two training steps with momentum "
+                     f"{MOMENTUM:g} (updated as BatchNorm's)")
     state = affine_state(g, gate=torch.rand(C, generator=g), **running)
-    got = student.run(probes.norm, kind="bin", num_channels=C, state=state, inputs=[x2], train=False)
-    expect_close(got["outs"][0], bin_reference(x2, state, False),
+    got = student.run(probes.norm, kind="bin", num_channels=C, state=state, inputs=[x2],
+                      train=False, eps=EPS)
+    expect_close(got["outs"][0], bin_reference(x2, state, False, eps=EPS),
                  "BatchInstanceNorm in evaluation mode (running statistics for the BatchNorm part)",
-                 diagnoses={"batch statistics in evaluation mode": bin_reference(x2, state, True)})
+                 diagnoses={"batch statistics in evaluation mode": bin_reference(x2, state, True, eps=EPS)})
 
 
 # -------------------------------------------------------------------------------- gradcam
@@ -1147,9 +1348,16 @@ def gradcam_defaults_layouts_and_cleanup(student, g):
     expect_close(got["cam"], want, "Grad-CAM map of a channels-last layer (B, h, w)")
     expect(got["hooks_left"] == 0, f"{got['hooks_left']} forward hook(s) still registered after "
                                    f"grad_cam: remove the hook (handle.remove()), also on errors")
-    expect(not got["param_grads"], f"grad_cam left gradients in {got['param_grads'][:3]}: use "
-                                   f"torch.autograd.grad(score, A), not score.backward()")
-    expect(got["unchanged"], "the model's outputs changed after grad_cam")
+    left = [n for n, v in got["param_grads"].items() if v is not None]
+    expect(not left, f"grad_cam left gradients in {left[:3]}: use "
+                     f"torch.autograd.grad(score, A), not score.backward()")
+    with torch.no_grad():
+        logits = copy.deepcopy(net).double().eval()(x.double())
+    expect_close(got["before"], logits, "the model's output before grad_cam")
+    expect_close(got["after"], logits, "the model's output after grad_cam (it must compute as "
+                 "before, in the mode it was in)")
+    expect(not got["cam_requires_grad"], "grad_cam's map still carries the autograd graph: "
+                                         "return cam.detach()", mistake="map not detached")
 
 
 # --------------------------------------------------------------------------- swin.distill
@@ -1201,27 +1409,46 @@ def distillation_step_matches_reference(student, g):
 
 @lab.check("swin.distill", points=1)
 def teacher_stays_fixed(student, g):
-    """The teacher runs in evaluation mode without gradients (its BatchNorm statistics and
-    weights untouched), the student keeps its mode, and 'agreement' is the fraction of equal
-    top classes."""
+    """The teacher runs in evaluation mode without gradients and is left in evaluation mode
+    (its BatchNorm statistics and weights untouched; its outputs afterwards are eval-mode
+    outputs); the student keeps the mode the caller gave it (train, then eval: its BatchNorm
+    shows which); 'agreement' is the fraction of equal top classes."""
     teacher, stud, x = distill_setup(g)
     before = {k: v.clone() for k, v in teacher.named_buffers()}
-    got = student.run(probes.distillation_step, teacher_state=floats(teacher.state_dict()),
-                      student_state=floats(stud.state_dict()), x=x, temperature=4.0)
-    expect(got["teacher_grad_enabled"] and not any(got["teacher_grad_enabled"]),
-           "the teacher ran with gradients enabled: compute its logits under torch.no_grad()"
-           if got["teacher_grad_enabled"] else "the teacher was never run")
-    changed = [k for k, v in before.items() if not torch.equal(got["teacher_buffers"][k], v)]
-    expect(not changed, f"the teacher's {changed[0] if changed else ''} changed: it ran in "
-                        f"training mode; call teacher.eval() first")
-    expect(not got["teacher_training"], "the teacher is still in training mode after the step")
-    expect(all(v is None for v in got["teacher_grads"].values()),
-           "the teacher's parameters received gradients")
-    expect(got["student_training"], "distillation_step changed the student's mode: leave it as "
-                                    "the caller set it")
     with torch.no_grad():
-        t = copy.deepcopy(teacher).eval()(x).argmax(-1)
-        s = stud(x).argmax(-1)
-    expect(got["agreement"] is not None, "distillation_step must return 'agreement' as a tensor")
-    expect_close(got["agreement"].reshape(()), (s == t).double().mean(),
-                 "agreement (fraction of images where the student's top class is the teacher's)")
+        t_eval = copy.deepcopy(teacher).double().eval()(x.double())
+    for student_train in (True, False):
+        mode = "training" if student_train else "evaluation"
+        got = student.run(probes.distillation_step, teacher_state=floats(teacher.state_dict()),
+                          student_state=floats(stud.state_dict()), x=x, temperature=4.0,
+                          student_train=student_train)
+        enabled = expect_tensor(got["teacher_grad_enabled"], "the teacher's runs")
+        expect(len(enabled) > 0, "the teacher was never run")
+        expect(not enabled.any().item(), "the teacher ran with gradients enabled: compute its "
+                                         "logits under torch.no_grad()",
+               mistake="the teacher's graph built")
+        changed = [k for k, v in before.items() if not torch.equal(got["teacher_buffers"][k], v)]
+        expect(not changed, f"the teacher's {changed[0] if changed else ''} changed: it ran in "
+                            f"training mode; call teacher.eval() first",
+               mistake="teacher in training mode")
+        expect(all(v is None for v in got["teacher_grads"].values()),
+               "the teacher's parameters received gradients")
+        expect_close(got["teacher_after"], t_eval, "the teacher's output after the step (it "
+                     "must be left in evaluation mode: teacher.eval(), not restored afterwards)")
+        s_net = copy.deepcopy(stud).double().train(student_train)
+        with torch.no_grad():
+            s_out = s_net(x.double())
+            wrong_mode = copy.deepcopy(stud).double().train(not student_train)(x.double())
+        expect_close(got["student_after"], s_out, f"the student's output after the step (the "
+                     f"caller put it in {mode} mode; leave its mode as it is)", diagnoses={
+            f"the student's mode changed by distillation_step (it was in {mode} mode)": wrong_mode})
+        with torch.no_grad():
+            want = kd(s_out, t_eval, 4.0)
+        expect_close(got["loss"], want, f"distillation loss with the student in {mode} mode",
+                     diagnoses={f"the student switched out of {mode} mode before its logits":
+                                kd(wrong_mode, t_eval, 4.0)})
+        with torch.no_grad():
+            agree = (s_out.argmax(-1) == t_eval.argmax(-1)).double().mean()
+        expect(got["agreement"] is not None, "distillation_step must return 'agreement' as a tensor")
+        expect_close(got["agreement"].reshape(()), agree,
+                     "agreement (fraction of images where the student's top class is the teacher's)")

@@ -77,9 +77,11 @@ class _WindowAttention(nn.Module):
 
 
 def _tv_block(state: dict, prefix: str, dim: int, num_heads: int, window_size: int,
-              shift_size: int, mlp_ratio: float, eps: float) -> SwinTransformerBlock:
+              shift_size: int, mlp_ratio: float, eps: float, dropout: float = 0.0,
+              drop_path: float = 0.0) -> SwinTransformerBlock:
     """torchvision's SwinTransformerBlock with the lab-named weights under `prefix`."""
     block = SwinTransformerBlock(dim, num_heads, [window_size] * 2, [shift_size] * 2, mlp_ratio,
+                                 dropout=dropout, stochastic_depth_prob=drop_path,
                                  norm_layer=partial(nn.LayerNorm, eps=eps))
     names = {"mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"}
     own = block.state_dict()
@@ -162,40 +164,46 @@ def _block_settings(lab, m) -> list:
                 raise ProbeFailed(f"stages[{i}][{j}] is a {type(block).__name__}, not a SwinBlock")
             out.append({"stage": i, "block": j, "shift_size": block.shift_size,
                         "window_size": block.window_size, "num_heads": block.attn.num_heads,
-                        "drop_path": float(block.drop_path.p)})
+                        "drop_path": float(block.drop_path.p), "dropout": float(block.dropout.p),
+                        "eps": float(block.norm1.eps)})
     return out
 
 
-def swin_model(lab, config, state, x, grad_out=None, own_parts=False):
-    """The student's Swin; unless own_parts, every SwinBlock and PatchMerging is replaced by
-    torchvision's (same weights, and the shift each student block was built with), so that
-    only the model's own code (stages, shifts, merging, norm, pooling, head) is graded."""
+def swin_model(lab, config, state, x, grad_out=None, own_parts=False, train=False, seed=0):
+    """The student's Swin (train or eval mode); unless own_parts, every SwinBlock and
+    PatchMerging is replaced by torchvision's with the same weights and with the settings each
+    student block and merge was built with (shift, heads, dropout, stochastic depth, the norms'
+    eps), so that only the model's own code (stages, the settings it passes, merging, norm,
+    pooling, head) is graded -- by the outputs, which the grader compares."""
     m = lab.swin.Swin(lab.swin.SwinConfig(**config))
     load_weights(m, state, "Swin")
-    m.eval()
     settings = _block_settings(lab, m)
     if not own_parts:
         for s in settings:
             i, j = s["stage"], s["block"]
             dim = m.stages[i][j].norm1.weight.shape[0]
             m.stages[i][j] = _tv_block(state, f"stages.{i}.{j}.", dim, s["num_heads"],
-                                       s["window_size"], s["shift_size"], config["mlp_ratio"],
-                                       config["norm_eps"])
+                                       s["window_size"], s["shift_size"],
+                                       m.stages[i][j].mlp.fc1.out_features / dim, s["eps"],
+                                       s["dropout"], s["drop_path"])
         for i, merge in enumerate(m.merges):
             dim = merge.reduction.weight.shape[1] // 4
-            ref = PatchMerging(dim, partial(nn.LayerNorm, eps=config["norm_eps"]))
+            ref = PatchMerging(dim, partial(nn.LayerNorm, eps=merge.norm.eps))
             ref.load_state_dict({k: state[f"merges.{i}.{k}"] for k in ref.state_dict()})
             m.merges[i] = ref
-    out = forward_backward(m, x, grad_out, "Swin")
-    out["blocks"] = settings
-    return out
+    m.train(train)
+    torch.manual_seed(seed)
+    return forward_backward(m, x, grad_out, "Swin")
 
 
-def train_swin(lab, config, x_train, y_train, x_test, seed, epochs, batch_size, lr):
-    """Train the student's Swin (AdamW, warm-up then linear decay); its classes on x_test."""
+def train_swin(lab, config, x_train, y_train, seed, epochs, batch_size, lr):
+    """Train the student's Swin (AdamW, warm-up then linear decay); return its trained weights.
+    The grader loads them into its own reference Swin and tests it on images this process
+    never sees."""
     torch.manual_seed(seed)
     m = lab.swin.Swin(lab.swin.SwinConfig(**config))
-    return train_classifier(m, "Swin", x_train, y_train, x_test, epochs, batch_size, lr)
+    train_classifier(m, "Swin", x_train, y_train, x_train[:1], epochs, batch_size, lr)
+    return {k: v for k, v in m.state_dict().items()}
 
 
 # -------------------------------------------------------------------------- convnext.block
@@ -242,27 +250,20 @@ def resnet(lab, config, norm, state, x, grad_out=None):
     return forward_backward(m, x, grad_out, "ResNet")
 
 
-def resnet_structure(lab, config):
-    m = lab.resnet.ResNet(lab.resnet.ResNetConfig(**config), norm_layer=nn.BatchNorm2d)
-    convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
-    return {"params": sum(p.numel() for p in m.parameters()),
-            "conv3x3": sum(1 for c in convs if c.kernel_size == (3, 3)),
-            "conv1x1": sum(1 for c in convs if c.kernel_size == (1, 1)),
-            "linear": sum(1 for mod in m.modules() if isinstance(mod, nn.Linear)),
-            "shapes": {k: list(v.shape) for k, v in m.state_dict().items()}}
-
-
 # ---------------------------------------------------------------------------------- norms
 
 NORM_CLASSES = {"bn": "BatchNorm", "in": "InstanceNorm", "ln": "LayerNorm", "gn": "GroupNorm",
                 "bin": "BatchInstanceNorm"}
 
 
-def norm(lab, kind, num_channels, state, inputs, train, grad_out=None, num_groups=None):
-    """Build the student's norm, load `state`, run it on each of `inputs` in turn (train or
-    eval mode); the outputs, the buffers after each call, and the gradients of the first."""
+def norm(lab, kind, num_channels, state, inputs, train, grad_out=None, num_groups=None,
+         eps=None, momentum=None):
+    """Build the student's norm (with `eps` and `momentum` where given, else the defaults),
+    load `state`, run it on each of `inputs` in turn (train or eval mode); the outputs, the
+    buffers after each call, and the gradients of the first."""
     cls = getattr(lab.norms, NORM_CLASSES[kind])
-    m = cls(num_groups, num_channels) if kind == "gn" else cls(num_channels)
+    options = {k: v for k, v in (("eps", eps), ("momentum", momentum)) if v is not None}
+    m = cls(num_groups, num_channels, **options) if kind == "gn" else cls(num_channels, **options)
     load_weights(m, state, cls.__name__)
     m.train(train)
     outs, buffers, first = [], [], None
@@ -319,10 +320,11 @@ def grad_cam(lab, state, x, target, channels_last=False):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise ProbeFailed("grad_cam must return a pair (cam, classes)")
     cam, classes = (returned(r, "grad_cam") for r in result)
-    return {"cam": cam, "classes": classes,
+    with torch.no_grad():
+        after = net(x)
+    return {"cam": cam, "classes": classes, "cam_requires_grad": float(cam.requires_grad),
             "hooks_left": sum(len(mod._forward_hooks) for mod in net.modules()),
-            "param_grads": [n for n, p in net.named_parameters() if p.grad is not None],
-            "unchanged": bool(torch.equal(net(x).detach(), before))}
+            "param_grads": gradients(net), "before": before, "after": after}
 
 
 # ----------------------------------------------------------------------------- swin.distill
@@ -342,23 +344,29 @@ class Teacher(nn.Module):
 
 
 class Student(nn.Module):
+    """A stand-in student with BatchNorm, so that its mode shows in its outputs."""
+
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Linear(16, 5))
+        self.net = nn.Sequential(nn.Linear(12, 16), nn.BatchNorm1d(16), nn.GELU(), nn.Linear(16, 5))
 
     def forward(self, x):
         return self.net(x)
 
 
-def distillation_step(lab, teacher_state, student_state, x, temperature, seed=0):
-    """The student's step on a teacher handed over in *training* mode and a student in
-    training mode; then the probe back-propagates the returned loss."""
+def distillation_step(lab, teacher_state, student_state, x, temperature, student_train=True,
+                      seed=0):
+    """The student's step on a teacher handed over in *training* mode and a student in the
+    mode `student_train` asks for; then the probe back-propagates the returned loss and runs
+    both nets once more, in whatever mode the step left them. Raw material only: the loss,
+    the agreement, the gradients, the teacher's buffers after the step, both nets' outputs
+    afterwards, and whether gradients were enabled each time the teacher ran."""
     torch.manual_seed(seed)
     teacher, student = Teacher(), Student()
     teacher.load_state_dict(teacher_state)
     student.load_state_dict(student_state)
     teacher.train()
-    student.train()
+    student.train(student_train)
     out = lab.distill.distillation_step(student, teacher, x, temperature)
     if type(out) is not dict or "loss" not in out:
         raise ProbeFailed("distillation_step must return a dict with a 'loss' (and 'agreement')")
@@ -366,8 +374,11 @@ def distillation_step(lab, teacher_state, student_state, x, temperature, seed=0)
     if loss.requires_grad:
         loss.backward()
     agreement = out.get("agreement")
+    grad_enabled = [float(e) for e in teacher.grad_enabled]
+    buffers = {k: v.clone() for k, v in teacher.named_buffers()}
+    with torch.no_grad():
+        teacher_after, student_after = teacher(x), student(x)
     return {"loss": loss, "agreement": agreement if type(agreement) is torch.Tensor else None,
             "grads": gradients(student), "teacher_grads": gradients(teacher),
-            "teacher_grad_enabled": teacher.grad_enabled, "teacher_training": teacher.training,
-            "student_training": student.training,
-            "teacher_buffers": {k: v.clone() for k, v in teacher.named_buffers()}}
+            "teacher_grad_enabled": torch.tensor(grad_enabled), "teacher_buffers": buffers,
+            "teacher_after": teacher_after, "student_after": student_after}

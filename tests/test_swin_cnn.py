@@ -151,7 +151,7 @@ MISTAKES = {
         "max pooling"),
     "constant stochastic depth": (
         "swin.model", "swin.py", [("c.drop_path * k / max(1, total - 1)", "c.drop_path")],
-        "stochastic depth per block"),
+        "the same stochastic-depth rate config.drop_path in every block"),
     "no layer scale": (
         "convnext.block", "convnext.py",
         [("y = self.layer_scale * y.permute(0, 3, 1, 2)", "y = y.permute(0, 3, 1, 2)")],
@@ -194,7 +194,7 @@ MISTAKES = {
     "BatchNorm statistics per sample (over C, H, W)": (
         "norms", "norms.py", bn_over("(1, 2, 3)"), "that is LayerNorm"),
     "BatchNorm statistics over H, W": (
-        "norms", "norms.py", bn_over("(2, 3)"), "that is InstanceNorm"),
+        "norms", "norms.py", bn_over("(2, 3)"), "that is InstanceNorm); BatchNorm's statistics are over (B, H, W)"),
     "BatchNorm normalising with the unbiased variance": (
         "norms", "norms.py", [(BN_VAR, "var = x.var(dim=(0, 2, 3), keepdim=True)")], "unbiased variance"),
     "BatchNorm keeping the biased variance": (
@@ -283,6 +283,78 @@ MISTAKES = {
         "swin.distill", "distill.py",
         [("loss = distillation_loss(logits, target, temperature)",
           "loss = F.cross_entropy(logits, target.argmax(-1))")], "cross-entropy"),
+    # found by review (issue 11, item 5): settings the defaults never use
+    "shifted-window mask built for a square map": (
+        "swin.shifted_window", "swin.py",
+        [("mask = shifted_window_mask(H, W, ws, shift)", "mask = shifted_window_mask(H, H, ws, shift)")],
+        "the mask built for an H x H map"),
+    "dropout not passed to the Swin blocks": (
+        "swin.model", "swin.py",
+        [("c.dropout, c.drop_path * k / max(1, total - 1),", "0.0, c.drop_path * k / max(1, total - 1),")],
+        "dropout 1"),
+    "norm_eps not passed to the Swin blocks": (
+        "swin.model", "swin.py",
+        [("c.drop_path * k / max(1, total - 1),\n                                        c.norm_eps))",
+          "c.drop_path * k / max(1, total - 1)))")], "the blocks built without config.norm_eps"),
+    "norm_eps not passed to the patch merging": (
+        "swin.model", "swin.py",
+        [("self.merges.append(PatchMerging(dim, c.norm_eps))", "self.merges.append(PatchMerging(dim))")],
+        "the patch mergings built without config.norm_eps"),
+    "stochastic depth divided by (blocks - 1)": (
+        "swin.model", "swin.py", [("c.drop_path * k / max(1, total - 1)", "c.drop_path * k / (total - 1)")],
+        "ZeroDivisionError"),
+    "stochastic depth divided by the number of blocks": (
+        "swin.model", "swin.py", [("c.drop_path * k / max(1, total - 1)", "c.drop_path * k / total")],
+        "stochastic depth 1 over two blocks"),
+    "drop_path at p = 1 dividing by zero": (
+        "convnext.block", "convnext.py",
+        [("    if p >= 1.0:\n        return torch.zeros_like(x)\n", "")], "p = 1"),
+    "drop_path with a mask for 4-D maps only": (
+        "convnext.block", "convnext.py",
+        [("keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < 1 - p",
+          "keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 1 - p")], "(B, N, C)"),
+    "BatchNorm with eps on the standard deviation": (
+        "norms", "norms.py",
+        [("scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)",
+          "scale = self.weight.view(1, -1, 1, 1) / (var.sqrt() + self.eps)")],
+        "standard deviation instead of the variance"),
+    "BatchNorm ignoring self.momentum": (
+        "norms", "norms.py",
+        [("self.running_mean.lerp_(mean.flatten(), self.momentum)", "self.running_mean.lerp_(mean.flatten(), 0.1)"),
+         ("self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), self.momentum)",
+          "self.running_var.lerp_(var.flatten() * n / max(n - 1, 1), 0.1)")], "self.momentum ignored"),
+    "InstanceNorm ignoring self.eps": (
+        "norms", "norms.py",
+        [("        var = (xc * xc).mean(dim=(2, 3), keepdim=True)           # (B, C, 1, 1)\n"
+          "        return _affine(xc * torch.rsqrt(var + self.eps)",
+          "        var = (xc * xc).mean(dim=(2, 3), keepdim=True)\n"
+          "        return _affine(xc * torch.rsqrt(var + 1e-5)")], "self.eps ignored"),
+    "GroupNorm with eps on the standard deviation": (
+        "norms", "norms.py",
+        [("x_hat = (gc * torch.rsqrt(var + self.eps)).view(B, C, H, W)",
+          "x_hat = (gc / (var.sqrt() + self.eps)).view(B, C, H, W)")], "standard deviation instead"),
+    "Batch-Instance Norm with momentum 0.1 hard-coded": (
+        "norms", "norms.py", [("                m = self.momentum\n", "                m = 0.1\n")],
+        "momentum 0.3"),
+    "distillation forcing the student into training mode": (
+        "swin.distill", "distill.py", [("    teacher.eval()\n", "    teacher.eval()\n    student.train()\n")],
+        "mode changed"),
+    "distillation restoring the teacher's training mode": (
+        "swin.distill", "distill.py",
+        [("        target = teacher(images)                       # (B, classes)\n",
+          "        target = teacher(images)                       # (B, classes)\n    teacher.train()\n")],
+        "left in evaluation mode"),
+    "Grad-CAM returning the map with its graph": (
+        "gradcam", "gradcam.py", [("    return cam.detach(), target", "    return cam, target")],
+        "carries the autograd graph"),
+    "patch merging padding with F.pad's pairs in the wrong order": (
+        "swin.patch_merging", "swin.py",
+        [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, H % 2, 0, W % 2))")],
+        "F.pad pads the last axis first"),
+    "patch merging padding at the top and left": (
+        "swin.patch_merging", "swin.py",
+        [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, 0, W % 2, 0, H % 2, 0))")],
+        "top and left"),
 }
 
 
@@ -298,6 +370,34 @@ def test_mistake_loses_points_with_a_helpful_message(name, tmp_path):
 # ------------------------------------------------------------ correct, written differently
 
 ALTERNATIVES = {
+    "drop_path with bernoulli_ and a p = 1 guard by where": ("convnext.block", "convnext.py", [(
+        """    if p >= 1.0:
+        return torch.zeros_like(x)
+    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < 1 - p
+    return x * keep.to(x.dtype) / (1 - p)""",
+        """    shape = (len(x),) + (1,) * (x.dim() - 1)
+    keep = x.new_empty(shape).bernoulli_(1 - p)
+    return torch.where(keep > 0, x / max(1 - p, 1e-12), torch.zeros_like(x))""")]),
+    "Batch-Instance Norm with lerp_ and var_mean": ("norms", "norms.py", [(
+        """            b_mean = x.mean(dim=(0, 2, 3))                                  # (C,)
+            b_var = x.var(dim=(0, 2, 3), unbiased=False)                    # (C,)
+            n = x.numel() // x.shape[1]
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(m * b_mean)
+                self.running_var.mul_(1 - m).add_(m * b_var * n / max(n - 1, 1))""",
+        """            b_var, b_mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            n = x.numel() // x.shape[1]
+            with torch.no_grad():
+                self.running_mean.lerp_(b_mean, self.momentum)
+                self.running_var.lerp_(b_var * (n / (n - 1)), self.momentum)""")]),
+    "Grad-CAM map computed under no_grad": ("gradcam", "gradcam.py", [(
+        """    alpha = grads.mean(dim=(2, 3), keepdim=True)                    # (B, K, 1, 1)
+    cam = F.relu((alpha * A).sum(dim=1))                            # (B, h, w)
+    return cam.detach(), target""",
+        """    with torch.no_grad():
+        cam = (grads.mean(dim=(2, 3), keepdim=True) * A).sum(dim=1).clamp_min(0)
+    return cam, target""")]),
     "partition with unfold": ("swin.window_partition", "swin.py", [(
         """    x = x.view(B, H // ws, ws, W // ws, ws, C)
     x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/ws, W/ws, ws, ws, C)
