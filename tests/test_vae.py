@@ -248,3 +248,36 @@ def test_correct_alternative_gets_full_marks(name, tmp_path):
     row = grade_task(variant(tmp_path, "vae", {file: edits}), task)
     assert row["status"] == "passed", row
     assert row["earned"] == row["possible"]
+
+
+# ------------------------------------------------------------- the lab's training script
+
+def test_dsprites_subset_is_whole_pixel_shifts_of_every_shape_and_scale():
+    """The CPU subset: 3 shapes x 6 scales x 16 x 16 positions, orientation 0, 32 x 32; a posX
+    class step moves the sprite one pixel right."""
+    import torch
+
+    from vislab import SOLUTIONS_DIR
+    from vislab.impl import import_lab
+
+    train = import_lab(SOLUTIONS_DIR / "vae").train
+    data, factors = train.dsprites_subset()
+    images, classes = data.tensors
+    assert images.shape == (4608, 1, 32, 32) and set(images.unique().tolist()) == {0.0, 1.0}
+    assert factors.shape == (4608, 4) and torch.equal(classes, torch.from_numpy(factors))
+    assert [len(set(factors[:, k])) for k in range(4)] == [3, 6, 16, 16]
+    first = (factors == [1, 3, 4, 5]).all(1).nonzero()[0][0]
+    moved = (factors == [1, 3, 5, 5]).all(1).nonzero()[0][0]
+    assert torch.equal(torch.roll(images[first], 1, dims=-1), images[moved])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--sigma", "0"], "--sigma must be positive"),
+    (["--capacity", "-1"], "--capacity must be 0 or more"),
+    (["--part", "vae", "--cifar"], "--cifar is for the conditional VAE"),
+])
+def test_bad_options_get_one_line(argv, words, capsys):
+    from vislab.cli import main
+
+    assert main(["train", "vae", "--impl", "solutions", *argv]) != 0
+    assert words in capsys.readouterr().err
