@@ -71,7 +71,7 @@ class SwinEncoder(nn.Module):
         # TODO(unet.swin_encoder): patch_embed gives (B, H/2, W/2, C_0) channels-last; for each
         #   stage: run it, keep its output permuted to (B, C, h, w) (a permute, not a reshape),
         #   then the merge (on the channels-last map) unless it is the last stage.
-        raise NotImplementedError('TODO(unet.swin_encoder): patch_embed gives (B, H/2, W/2, C_0) channels-last; for each')
+        raise NotImplementedError('TODO(unet.swin_encoder): patch_embed gives (B, H/2, W/2, C_0) channels-last; for each stage: run it, keep its output permuted to (B, C, h, w) (a permute, not a reshape), then the merge (on the channels-last map) unless it is the last stage.')
 
 
 # ------------------------------------------------------------------- unet.convnext_encoder
@@ -101,7 +101,7 @@ class ConvNeXtEncoder(nn.Module):
         H / 2^(i+1), W / 2^(i+1)), finest first."""
         # TODO(unet.convnext_encoder): stem; for each stage: run it, keep its output, then the
         #   downsampling unless it is the last stage.
-        raise NotImplementedError('TODO(unet.convnext_encoder): stem; for each stage: run it, keep its output, then the')
+        raise NotImplementedError('TODO(unet.convnext_encoder): stem; for each stage: run it, keep its output, then the downsampling unless it is the last stage.')
 
 
 class HybridUNet(nn.Module):

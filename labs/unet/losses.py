@@ -24,7 +24,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     in {0, 1}. Returns 1 - mean_b D_b (a scalar), D_b as in the module's docstring."""
     # TODO(unet.dice_loss): probabilities with torch.sigmoid; per image b the sums over its
     #   pixels of p * t, p and t; D_b = (2 I_b + eps) / (P_b + T_b + eps); 1 - mean of D_b.
-    raise NotImplementedError('TODO(unet.dice_loss): probabilities with torch.sigmoid; per image b the sums over its')
+    raise NotImplementedError('TODO(unet.dice_loss): probabilities with torch.sigmoid; per image b the sums over its pixels of p * t, p and t; D_b = (2 I_b + eps) / (P_b + T_b + eps); 1 - mean of D_b.')
 
 
 def multiclass_dice_loss(logits: torch.Tensor, target: torch.Tensor,
@@ -37,7 +37,7 @@ def multiclass_dice_loss(logits: torch.Tensor, target: torch.Tensor,
     """
     # TODO(unet.dice_loss): softmax over dim 1; F.one_hot(target, K) moved to (B, K, H, W);
     #   per image and class the sums over the pixels; D_bk; 1 - the mean over b and k.
-    raise NotImplementedError('TODO(unet.dice_loss): softmax over dim 1; F.one_hot(target, K) moved to (B, K, H, W);')
+    raise NotImplementedError('TODO(unet.dice_loss): softmax over dim 1; F.one_hot(target, K) moved to (B, K, H, W); per image and class the sums over the pixels; D_bk; 1 - the mean over b and k.')
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

@@ -54,7 +54,7 @@ class DoubleConv(nn.Module):
         """Return (B, C_out, H, W)."""
         # TODO(unet.double_conv): conv1, bn1, ReLU, then conv2, bn2, ReLU (use the modules
         #   created in __init__, so that BatchNorm follows train / eval mode).
-        raise NotImplementedError('TODO(unet.double_conv): conv1, bn1, ReLU, then conv2, bn2, ReLU (use the modules')
+        raise NotImplementedError('TODO(unet.double_conv): conv1, bn1, ReLU, then conv2, bn2, ReLU (use the modules created in __init__, so that BatchNorm follows train / eval mode).')
 
 
 # ---------------------------------------------------------------------------- unet.down
@@ -76,7 +76,7 @@ class Down(nn.Module):
         self.mode = mode
         # TODO(unet.down): self.pool: nn.MaxPool2d(2) for "maxpool", a 2x2 stride-2
         #   nn.Conv2d(in_channels, in_channels) for "conv"; self.conv = DoubleConv(in, out).
-        raise NotImplementedError('TODO(unet.down): self.pool: nn.MaxPool2d(2) for "maxpool", a 2x2 stride-2')
+        raise NotImplementedError('TODO(unet.down): self.pool: nn.MaxPool2d(2) for "maxpool", a 2x2 stride-2 nn.Conv2d(in_channels, in_channels) for "conv"; self.conv = DoubleConv(in, out).')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C_in, H, W)
         """Return (B, C_out, floor(H/2), floor(W/2))."""
@@ -106,14 +106,14 @@ class Up(nn.Module):
         self.mode = mode
         # TODO(unet.up): self.up: nn.ConvTranspose2d(in, in // 2, 2, stride=2) for "transpose",
         #   nn.Conv2d(in, in // 2, 1) for "bilinear"; self.conv = DoubleConv(in, out).
-        raise NotImplementedError('TODO(unet.up): self.up: nn.ConvTranspose2d(in, in // 2, 2, stride=2) for "transpose",')
+        raise NotImplementedError('TODO(unet.up): self.up: nn.ConvTranspose2d(in, in // 2, 2, stride=2) for "transpose", nn.Conv2d(in, in // 2, 1) for "bilinear"; self.conv = DoubleConv(in, out).')
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, h, w), skip: (B, C_in // 2, H, W); returns (B, C_out, H, W)."""
         # TODO(unet.up): upsample (transposed conv, or bilinear x2 then the 1x1 conv); pad with
         #   F.pad(x, (0, W - w2, 0, H - h2)) to the skip's size; torch.cat([skip, x], dim=1);
         #   self.conv.
-        raise NotImplementedError('TODO(unet.up): upsample (transposed conv, or bilinear x2 then the 1x1 conv); pad with')
+        raise NotImplementedError("TODO(unet.up): upsample (transposed conv, or bilinear x2 then the 1x1 conv); pad with F.pad(x, (0, W - w2, 0, H - h2)) to the skip's size; torch.cat([skip, x], dim=1); self.conv.")
 
 
 # --------------------------------------------------------------------------- unet.model
@@ -141,4 +141,4 @@ class UNet(nn.Module):
         the metrics apply it."""
         # TODO(unet.model): inc; keep every encoder output (the skips); the downs; then each up
         #   with the skip of the same resolution (the deepest first, inc's last); head.
-        raise NotImplementedError('TODO(unet.model): inc; keep every encoder output (the skips); the downs; then each up')
+        raise NotImplementedError("TODO(unet.model): inc; keep every encoder output (the skips); the downs; then each up with the skip of the same resolution (the deepest first, inc's last); head.")
