@@ -859,6 +859,18 @@ def test_full_without_cifar_says_where_to_put_it(tmp_path, monkeypatch, capsys):
     assert "CIFAR-10" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("option", ["--teacher", "--finetune"])
+def test_a_missing_checkpoint_is_named_before_the_data_loads(option, tmp_path, monkeypatch,
+                                                             capsys):
+    """--teacher / --finetune files are read first: with CIFAR-10 absent (loading it would
+    fail with its own message), the missing checkpoint is what the one line names."""
+    monkeypatch.setenv("VISLAB_DATA", str(tmp_path / "nothing"))
+    missing = tmp_path / "no-such.pt"
+    assert train("--full", option, str(missing), "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint at {missing}" in err and "CIFAR" not in err, err
+
+
 def test_full_runs_on_a_cifar_layout_fixture(tmp_path, monkeypatch, small):
     """The --full path (3-channel 32 x 32 models, augmentation) on a CIFAR-10 fixture; the md5
     check torchvision does cannot pass on a fixture, so it is trusted inside this test only."""

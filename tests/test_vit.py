@@ -290,3 +290,69 @@ def test_load_torchvision_weights_gives_torchvision_logits():
     wider = model_py.ViT(model_py.ViTConfig(**{**config.__dict__, "mlp_dim": 64}))
     with pytest.raises(ValueError, match="make the configs agree"):
         model_py.load_torchvision_weights(wider, tv.state_dict())
+
+
+# ------------------------------------------------------------------------- vislab train vit
+
+@pytest.mark.parametrize("option", ["--teacher", "--finetune"])
+def test_a_missing_checkpoint_is_named_before_the_data_loads(option, tmp_path, monkeypatch,
+                                                             capsys):
+    """--teacher / --finetune files are read first: with full MNIST absent (loading it would
+    fail with its own message), the missing checkpoint is what the one line names."""
+    from vislab.cli import main
+    monkeypatch.setenv("VISLAB_DATA", str(tmp_path / "nothing"))
+    missing = tmp_path / "no-such.pt"
+    assert main(["train", "vit", "--impl", "solutions", "--full", option, str(missing),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint at {missing}" in err and "Traceback" not in err, err
+
+
+# -------------------------------------------------------------- attention.png and the plots
+
+def test_attention_png_reads_your_attention(tmp_path):
+    """attention.png's weights come from the lab's own Attention (its softmax as it runs), so a
+    student's bug shows in the figure: softmax over the queries gives columns summing to 1."""
+    import math
+
+    from conftest import variant
+    from vislab import SOLUTIONS_DIR
+    from vislab.impl import import_lab
+
+    lab = import_lab(SOLUTIONS_DIR / "vit")
+    torch.manual_seed(0)
+    attn = lab.model.Attention(16, 4)
+    x = torch.randn(2, 5, 16)
+    q, k, _ = attn.qkv(x).reshape(2, 5, 3, 4, 4).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(4)                     # (B, H, N, N)
+    with torch.no_grad():
+        torch.testing.assert_close(lab.train.attention_weights(attn, x), scores.softmax(-1).mean(1))
+    buggy = import_lab(variant(tmp_path, "vit", {"model.py": [
+        ("attn = attn.softmax(dim=-1)", "attn = attn.softmax(dim=-2)")]}))
+    wrong = buggy.model.Attention(16, 4)
+    wrong.load_state_dict(attn.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(buggy.train.attention_weights(wrong, x), scores.softmax(-2).mean(1))
+    loop = import_lab(variant(tmp_path / "loop", "vit", {"model.py": ALTERNATIVES[
+        "attention with sliced weights and a loop over heads"][2]}))
+    per_head = loop.model.Attention(16, 4)
+    per_head.load_state_dict(attn.state_dict())
+    with torch.no_grad():  # one softmax per head: averaged all the same
+        torch.testing.assert_close(loop.train.attention_weights(per_head, x), scores.softmax(-1).mean(1))
+
+
+def test_heat_map_grids_have_square_panels_and_a_colour_bar(tmp_path, monkeypatch):
+    from vislab import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plots.overlay_grid(torch.rand(3, 1, 8, 8), torch.rand(3, 8, 8), ["a", "b", "c"],
+                       tmp_path / "grid.png", colorbar_label="weight")
+    fig = figures.pop()
+    panels, bars = fig.axes[:6], fig.axes[6:]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "weight"
+    assert all(ax.get_box_aspect() == 1 for ax in panels)
+    plots.curves([{"epoch": e, "train_loss": 1.0 / e} for e in (1, 2, 3)], tmp_path / "c.png")
+    ticks = figures.pop().axes[0].xaxis.get_major_locator()
+    assert type(ticks).__name__ == "MaxNLocator" and ticks._integer
+    plt = plots.plt
+    plt.close("all")

@@ -18,6 +18,12 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def integer_epochs(ax) -> None:
+    """Whole-number ticks on the x axis (epochs are counted, 1.5 is not one)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def curves(history: list[dict], path: Path, title: str = "") -> Path:
     """Loss (left) and accuracy (right, if any) per epoch, train and test."""
     epochs = [h["epoch"] for h in history]
@@ -27,6 +33,7 @@ def curves(history: list[dict], path: Path, title: str = "") -> Path:
         for key in sorted(k for k in history[0] if k.endswith("_" + kind)):
             ax.plot(epochs, [h[key] for h in history], marker="o", ms=3, label=key)
         ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[kind])
         ax.grid(alpha=0.3)
         ax.legend()
@@ -61,19 +68,32 @@ def plot_confusion(labels: torch.Tensor, preds: torch.Tensor, class_names: list[
 
 
 def overlay_grid(images: torch.Tensor, maps: torch.Tensor | None, titles: list[str],
-                 path: Path, title: str = "") -> Path:
-    """Images (B, C, H, W) in [0, 1], each with its heat map (B, H, W) beside it."""
-    cols = 2 if maps is not None else 1
-    fig, axes = plt.subplots(cols, len(images), figsize=(1.6 * len(images), 1.7 * cols),
+                 path: Path, title: str = "", colorbar_label: str = "",
+                 vmax: float | None = None) -> Path:
+    """Images (B, C, H, W) in [0, 1], each with its heat map (B, H, W) below it, in square
+    panels. All maps share one colour scale, from 0 to `vmax` (default: the largest value),
+    shown by a colour bar labelled `colorbar_label`."""
+    rows = 2 if maps is not None else 1
+    fig, axes = plt.subplots(rows, len(images), figsize=(1.6 * len(images) + 0.8, 1.75 * rows),
                              squeeze=False)
+    scale = None
+    if maps is not None:
+        top = float(maps.max()) if vmax is None else vmax
+        scale = dict(cmap="jet", alpha=0.5, vmin=0.0, vmax=top if top > 0 else 1.0)
     for i, image in enumerate(images):
         picture = image.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
         axes[0, i].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
         axes[0, i].set_title(titles[i], fontsize=8)
         if maps is not None:
             axes[1, i].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
-            axes[1, i].imshow(maps[i].numpy(), cmap="jet", alpha=0.5)
+            shown = axes[1, i].imshow(maps[i].numpy(), **scale)
     for ax in axes.flat:
+        ax.set_box_aspect(1)
         ax.axis("off")
+    if maps is not None:
+        bar = fig.colorbar(shown, ax=axes[1].tolist(), fraction=0.02, pad=0.01)
+        bar.solids.set_alpha(1)
+        bar.set_label(colorbar_label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

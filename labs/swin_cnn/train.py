@@ -219,11 +219,15 @@ def run_name(args) -> str:
 
 def train_one(args, kind: str, norm: str, out: Path) -> int:
     dist = setup(args.device, args.seed)
+    # the checkpoints named on the command line are read before the data: a wrong path fails
+    # at once, not after the data has loaded
+    source = load_model(args.finetune) if args.finetune else None
+    teacher_source = load_model(args.teacher, args.teacher_lab) if args.teacher else None
     train_set, val_set, test_set, names = datasets(args)
     in_channels = train_set.images.shape[1]
     params, adapt = None, (lambda x: x)
     if args.finetune:
-        model, kind, config, adapt = load_model(args.finetune)
+        model, kind, config, adapt = source
         if kind not in KINDS:
             raise UsageError(f"{args.finetune} holds a {kind!r} model; fine-tune a Swin, "
                              f"ConvNeXt or ResNet checkpoint (or torchvision's swin_t / convnext_tiny)")
@@ -241,7 +245,7 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
         model = build(kind, config)
     teacher = None
     if args.teacher:
-        teacher, teacher_kind, _, teacher_adapt = load_model(args.teacher, args.teacher_lab)
+        teacher, teacher_kind, _, teacher_adapt = teacher_source
         teacher = teacher.to(dist.device).eval().requires_grad_(False)
 
         class Teacher(nn.Module):  # the teacher on the batches as it expects them
@@ -280,7 +284,8 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
     history = fit(model, train_set, step, run, dist, evaluate=evaluate, params=params,
                   meta={"kind": kind, "config": config, "classes": names}, seed=args.seed)
     if dist.is_main:
-        report(model, kind, history, (train_set, val_set, test_set), names, out, dist.device, adapt)
+        report(model, kind, history, (train_set, val_set, test_set), names, out, dist.device, adapt,
+               "CIFAR-10" if args.full else "MNIST-5k")
     teardown(dist)
     return 0
 
@@ -328,7 +333,7 @@ def classification_metrics(counts: torch.Tensor) -> dict[str, float]:
             "micro_f1": micro.item(), "macro_f1": f1.mean().item()}
 
 
-def report(model, kind, history, sets, names, out, device, adapt) -> dict:
+def report(model, kind, history, sets, names, out, device, adapt, data: str = "MNIST-5k") -> dict:
     model = model.cpu()
     results, preds = {}, {}
     for split, dataset in zip(("train", "val", "test"), sets):
@@ -341,9 +346,9 @@ def report(model, kind, history, sets, names, out, device, adapt) -> dict:
     results["seconds"] = round(sum(h["seconds"] for h in history), 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     pred, labels = preds["test"]
-    paths = [plots.curves(history, out / "curves.png", f"{kind} on {len(names)} classes"),
-             plots.plot_confusion(labels, pred, names, out / "confusion.png", f"{kind} (test)")]
-    paths += gradcam_figures(model, kind, sets[2], pred, labels, names, out, adapt)
+    paths = [plots.curves(history, out / "curves.png", f"{kind} on {data}, {len(names)} classes"),
+             plots.plot_confusion(labels, pred, names, out / "confusion.png", f"{kind} ({data} test)")]
+    paths += gradcam_figures(model, kind, sets[2], pred, labels, names, out, adapt, data=data)
     print(f"{'':6} {'accuracy':>9} {'micro-F1':>9} {'macro-F1':>9}")
     for split in ("train", "val", "test"):
         r = results[split]
@@ -353,7 +358,8 @@ def report(model, kind, history, sets, names, out, device, adapt) -> dict:
     return results
 
 
-def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8) -> list[Path]:
+def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8,
+                    data: str = "MNIST-5k") -> list[Path]:
     """Grad-CAM of the predicted class for n test images the model got right and n it got wrong."""
     if kind not in KINDS:
         return []
@@ -370,8 +376,9 @@ def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8)
         titles = [f"{names[labels[i]]} -> {names[pred[i]]}" for i in idx]
         paths.append(plots.overlay_grid(images.float() / 255, maps, titles,
                                         out / f"gradcam_{name}.png",
-                                        f"{kind}: Grad-CAM of the predicted class, {name} "
-                                        f"(true -> predicted)"))
+                                        f"{kind}: Grad-CAM of the predicted class, {data} "
+                                        f"test images {name} (true -> predicted)", vmax=1.0,
+                                        colorbar_label="Grad-CAM / its maximum"))
     return paths
 
 
@@ -404,6 +411,7 @@ def compare(out: Path, names: list[str], what: str) -> None:
         ax.plot([h["epoch"] for h in history], [h["val_acc"] for h in history], marker="o", ms=3,
                 label=name)
     ax.set_xlabel("epoch")
+    plots.integer_epochs(ax)
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend()

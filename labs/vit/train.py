@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torchvision.transforms import v2
 
 from vislab import RUNS_DIR, plots
@@ -121,11 +122,15 @@ def adapt_input(x: torch.Tensor, kind: str, config: dict) -> torch.Tensor:
 
 def main(args: argparse.Namespace) -> int:
     dist = setup(args.device, args.seed)
+    # the checkpoints named on the command line are read before the data: a wrong path fails
+    # at once, not after the data has loaded
+    source = load_model(args.finetune) if args.finetune else None
+    teacher_source = load_model(args.teacher) if args.teacher else None
     train_set, test_set, classes = datasets(args)
     dropout = args.dropout if args.dropout is not None else (0.1 if args.full else 0.0)
     params = None
     if args.finetune:
-        model, kind, config = load_model(args.finetune)
+        model, kind, config = source
         model = replace_head(model, len(classes))
         config = {**config, "num_classes": len(classes)}
         params = trainable_parameters(model, args.finetune_mode)
@@ -139,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
         model = build(kind, config)
     teacher = None
     if args.teacher:
-        teacher, teacher_kind, teacher_config = load_model(args.teacher)
+        teacher, teacher_kind, teacher_config = teacher_source
         teacher = teacher.to(dist.device).eval().requires_grad_(False)
     mixup = v2.MixUp(alpha=args.mixup, num_classes=len(classes)) if args.mixup else None
 
@@ -173,7 +178,8 @@ def main(args: argparse.Namespace) -> int:
     history = fit(model, train_set, step, run, dist, evaluate=evaluate, params=params,
                   meta={"kind": kind, "config": config, "classes": classes}, seed=args.seed)
     if dist.is_main:
-        report(model, kind, config, history, test_set, classes, out, dist.device)
+        report(model, kind, config, history, test_set, classes, out, dist.device,
+               "MNIST" if args.full else "MNIST-5k")
     teardown(dist)
     return 0
 
@@ -194,14 +200,44 @@ def predict(model, dataset, kind, config, device, batch_size=500):
 
 # --------------------------------------------------------------------------------- results
 
+class _SoftmaxRecorder(TorchFunctionMode):
+    """Inside the block, keep the output of every softmax call: the attention weights as your
+    Attention computes them, however it is written (one (B, H, N, N) softmax, or one (B, N, N)
+    per head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") == "softmax":
+            self.outputs.append(out)
+        return out
+
+
+def attention_weights(attn: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Your Attention's own softmax weights on `tokens` (B, N, D), averaged over the heads:
+    (B, N, N), or None when they cannot be read (no softmax of that shape was called)."""
+    B, N, _ = tokens.shape
+    with _SoftmaxRecorder() as recorder:
+        attn(tokens)
+    weights = [w for w in recorder.outputs if w.shape[0] == B and w.shape[-2:] == (N, N)]
+    if len(weights) == 1 and weights[0].ndim == 4:       # (B, H, N, N)
+        return weights[0].mean(1)
+    if weights and all(w.ndim == 3 for w in weights):    # one (B, N, N) per head
+        return torch.stack(weights, 1).mean(1)
+    return None
+
+
 @torch.no_grad()
-def attention_rollout(model: ViT, x: torch.Tensor) -> torch.Tensor:
+def attention_rollout(model: ViT, x: torch.Tensor) -> torch.Tensor | None:
     """How much the CLS token draws on each patch, through all blocks (Abnar & Zuidema, 2020).
 
-    Each block's attention (averaged over heads, plus the identity for the residual, rows
-    renormalised) is multiplied through the blocks; the CLS row gives a (B, h, w) map. The
-    attention is recomputed from each block's input with its qkv weights.
-    """
+    Each block's attention weights, as the lab's Attention computes them (read from its softmax
+    while it runs on the block's input), averaged over heads, plus the identity for the
+    residual, rows renormalised, are multiplied through the blocks; the CLS row gives a (B, h, w)
+    map. None when the weights cannot be read from the Attention."""
     inputs = []
     hooks = [b.attn.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
              for b in model.blocks]
@@ -210,11 +246,10 @@ def attention_rollout(model: ViT, x: torch.Tensor) -> torch.Tensor:
         h.remove()
     rollout = None
     for block, tokens in zip(model.blocks, inputs):
-        attn = block.attn
-        B, N, D = tokens.shape
-        qkv = attn.qkv(tokens).reshape(B, N, 3, attn.num_heads, attn.head_dim)
-        q, k, _ = qkv.permute(2, 0, 3, 1, 4)                          # (B, H, N, d)
-        a = (q @ k.transpose(-2, -1) / attn.head_dim**0.5).softmax(-1).mean(1)  # (B, N, N)
+        a = attention_weights(block.attn, tokens)                      # (B, N, N)
+        if a is None:
+            return None
+        N = a.shape[-1]
         a = a + torch.eye(N, device=a.device)
         a = a / a.sum(-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
@@ -222,21 +257,28 @@ def attention_rollout(model: ViT, x: torch.Tensor) -> torch.Tensor:
     return rollout[:, 0, 1:].reshape(-1, grid, grid)                  # (B, h, w)
 
 
-def report(model, kind, config, history, test_set, classes, out, device) -> None:
+def report(model, kind, config, history, test_set, classes, out, device,
+           data: str = "MNIST-5k") -> None:
     model = model.cpu()
     logits, labels = predict(model, test_set, kind, config, "cpu")
     preds = logits.argmax(-1)
     names = [str(c) for c in classes]
-    paths = [plots.curves(history, out / "curves.png", f"{kind} on MNIST"),
-             plots.plot_confusion(labels, preds, names, out / "confusion.png", kind)]
+    paths = [plots.curves(history, out / "curves.png", f"{kind} on {data}"),
+             plots.plot_confusion(labels, preds, names, out / "confusion.png", f"{kind} on {data}")]
     if kind == "vit" and config["image_size"] == 28:
         first = [(labels == c).nonzero()[0].item() for c in range(len(classes)) if (labels == c).any()]
         images = test_set.images[first[:10]]
         maps = attention_rollout(model, test_set.normalise(images))
-        maps = F.interpolate(maps[:, None], size=images.shape[-1], mode="nearest")[:, 0]
-        titles = [f"{classes[labels[i]]} -> {classes[preds[i]]}" for i in first[:10]]
-        paths.append(plots.overlay_grid(images.float() / 255, maps, titles, out / "attention.png",
-                                        "attention rollout from CLS (true -> predicted)"))
+        if maps is None:
+            print("attention.png not drawn: the attention weights could not be read from your "
+                  "Attention (it computes no softmax of shape (B, H, N, N) or (B, N, N))")
+        else:
+            maps = F.interpolate(maps[:, None], size=images.shape[-1], mode="nearest")[:, 0]
+            titles = [f"{classes[labels[i]]} -> {classes[preds[i]]}" for i in first[:10]]
+            paths.append(plots.overlay_grid(
+                images.float() / 255, maps, titles, out / "attention.png",
+                f"attention rollout from CLS, your Attention's weights, {data} test images "
+                f"(true -> predicted)", colorbar_label="share of CLS's attention"))
     acc = (preds == labels).float().mean().item()
     print(f"test accuracy {acc:.4f} after {history[-1]['epoch']} epochs")
     print("wrote " + ", ".join(str(p) for p in paths + [out / "metrics.jsonl", out / "checkpoint.pt"]))
