@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vislab.autograde import add_parser as add_autograde_parser
     add_autograde_parser(sub)
+    from vislab.report import add_parser as add_report_parser
+    add_report_parser(sub)
     from vislab.nbgrader import add_parser as add_nbgrader_parser
     add_nbgrader_parser(sub)
 
