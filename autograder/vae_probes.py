@@ -56,7 +56,7 @@ def reparameterize(lab, mu, logvar, grad_out=None, seed=0):
     torch.manual_seed(seed)
     mu, logvar = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
     z = returned(lab.losses.reparameterize(mu, logvar), "reparameterize")
-    out = {"z": z, "requires_grad": bool(z.requires_grad)}
+    out = {"z": z}
     if grad_out is not None and z.requires_grad and z.shape == grad_out.shape:
         (z * grad_out).sum().backward()
         out.update(mu_grad=_grad(mu), logvar_grad=_grad(logvar))
