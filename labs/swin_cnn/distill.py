@@ -32,8 +32,9 @@ def distillation_step(student: nn.Module, teacher: nn.Module, images: torch.Tens
     """One step of distillation without labels, in the form vislab.training.fit takes.
 
     The teacher is a fixed function: it runs in evaluation mode (its BatchNorm uses its running
-    statistics, its dropout is off; put it there) and without building a graph
-    (torch.no_grad()). The student runs in whatever mode it is in. Returns {"loss": the
+    statistics, its dropout is off; put it there and leave it there -- its mode is not
+    restored) and without building a graph (torch.no_grad()). The student runs in whatever
+    mode it is in: do not change it. Returns {"loss": the
     distillation loss at `temperature` (a scalar the caller back-propagates), "agreement": the
     fraction of images where the student's top class is the teacher's}.
     """

@@ -22,8 +22,9 @@ def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor,
 
     target: the class of each image (B,), or None for the model's own prediction.
     channels_last: the layer's output is (B, h, w, K) (a Swin stage) instead of (B, K, h, w).
-    Returns (cam (B, h, w), the classes used (B,)). The model is left as it was: no hooks stay
-    registered and no parameter's .grad changes (use torch.autograd.grad, not backward).
+    Returns (cam (B, h, w), detached from the autograd graph, the classes used (B,)). The model
+    is left as it was: its mode unchanged, no hooks stay registered and no parameter's .grad
+    changes (use torch.autograd.grad, not backward).
     """
     # TODO(gradcam): register a forward hook on `layer` that keeps its output A, run the model,
     #   remove the hook (also if the model raises); pick the classes; the gradient of the sum of

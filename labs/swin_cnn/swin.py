@@ -265,9 +265,10 @@ class Swin(nn.Module):
         self.merges = nn.ModuleList()  # after stage i (not after the last): PatchMerging(C_i)
         # TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks
         #   (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating,
-        #   mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / (total - 1) for the
-        #   k-th block overall), then, except after the last stage, a PatchMerging.
-        raise NotImplementedError('TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating, mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / (total - 1) for the k-th block overall), then, except after the last stage, a PatchMerging.')
+        #   mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / max(1, total - 1)
+        #   for the k-th block overall), then, except after the last stage, a PatchMerging
+        #   (with norm_eps).
+        raise NotImplementedError('TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating, mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / max(1, total - 1) for the k-th block overall), then, except after the last stage, a PatchMerging (with norm_eps).')
         self.num_features = c.embed_dim * 2 ** (len(c.depths) - 1)
         self.norm = nn.LayerNorm(self.num_features, eps=c.norm_eps)
         self.head = nn.Linear(self.num_features, c.num_classes)

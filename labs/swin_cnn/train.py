@@ -398,7 +398,7 @@ def compare(out: Path, names: list[str], what: str) -> None:
     """comparison.md (the results of each run) and comparison.png (validation accuracy)."""
     import matplotlib.pyplot as plt
 
-    rows = [f"| {what} | params | epochs | s/epoch | train acc | val acc | test acc | "
+    rows = [f"| {what} | params | epochs | s/epoch | train acc (eval mode) | val acc | test acc | "
             f"test micro-F1 | test macro-F1 |", "|---" * 9 + "|"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name in names:

@@ -10,7 +10,9 @@ They differ only in the axes the statistics are taken over (Wu & He, 2018, figur
     GroupNorm          over (C/G channels, H, W) for each sample and group of channels
     BatchInstanceNorm  gate * BatchNorm's x_hat + (1 - gate) * InstanceNorm's (Nam & Kim, 2018)
 
-Variances are the biased ones (divide by the count n) in x_hat. Use tensor operations
+Variances are the biased ones (divide by the count n) in x_hat; eps (self.eps, as the
+constructor got it) goes inside the square root, and the running statistics move by
+self.momentum. Use tensor operations
 (mean, var, ...), not torch's norm functions (F.batch_norm, F.group_norm, ...): this is the
 lesson, and the grader says so if you call them.
 """

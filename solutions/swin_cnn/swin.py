@@ -319,8 +319,9 @@ class Swin(nn.Module):
         ### BEGIN SOLUTION
         # TODO(swin.model): for each stage i append an nn.Sequential of depths[i] SwinBlocks
         #   (width embed_dim * 2**i, num_heads[i] heads, shift 0 / window_size // 2 alternating,
-        #   mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / (total - 1) for the
-        #   k-th block overall), then, except after the last stage, a PatchMerging.
+        #   mlp_ratio, dropout, norm_eps, drop_path = config.drop_path * k / max(1, total - 1)
+        #   for the k-th block overall), then, except after the last stage, a PatchMerging
+        #   (with norm_eps).
         total, k = sum(c.depths), 0
         for i, (depth, heads) in enumerate(zip(c.depths, c.num_heads)):
             dim = c.embed_dim * 2 ** i

@@ -1,9 +1,9 @@
 """Train the lab's models: `vislab train vit [options]` (see --help).
 
     vislab train vit                              # ViT on MNIST-5k, CPU, about a minute
-    vislab train vit --model cnn                  # the CNN of about the same size
+    vislab train vit --model cnn --out runs/vit/cnn                 # the CNN of about the same size
     vislab train vit --mixup 0.8 --randaugment --weight-decay 0.1 --dropout 0.1
-    vislab train vit --teacher runs/vit/cnn-.../checkpoint.pt       # KL distillation, T = 4
+    vislab train vit --teacher runs/vit/cnn/checkpoint.pt           # KL distillation, T = 4
     vislab train vit --classes 0-4 --out runs/vit/pre               # pretrain on digits 0-4
     vislab train vit --finetune runs/vit/pre/checkpoint.pt --classes 5-9 --per-class 50 \\
                      --finetune-mode head                           # then fine-tune on 5-9
