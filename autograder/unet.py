@@ -9,6 +9,8 @@ images the student's code never sees.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -422,21 +424,28 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - 0.5) / 0.25
 
 
+@functools.lru_cache(maxsize=2)
+def pets_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """pets-synthetic at TRAIN_SIZE: normalised images (N, 3, S, S), masks (N, 1, S, S)."""
+    from vislab.data import pets_synthetic
+
+    data = pets_synthetic(split, TRAIN_SIZE)
+    return (normalise(torch.stack([data[i][0] for i in range(len(data))])),
+            torch.stack([data[i][1] for i in range(len(data))]))
+
+
 def pets_dice(student, seed: int) -> float:
     """Mean test Dice of the student's UNet after the TRAIN recipe on pets-synthetic (32 x 32),
     computed by the grader's reference UNet from the trained weights."""
-    from vislab.data import pets_synthetic
     from vislab.metrics.segmentation import dice_score
 
-    def load(split):
-        data = pets_synthetic(split, TRAIN_SIZE)
-        return (normalise(torch.stack([data[i][0] for i in range(len(data))])),
-                torch.stack([data[i][1] for i in range(len(data))]))
-
-    (x_train, y_train), (x_test, y_test) = load("trainval"), load("test")
+    template = probes._UNetTemplate(TRAIN_CONFIG).state_dict()
+    shapes = student.run(probes.shapes, config=TRAIN_CONFIG)  # fails fast on unfinished code
+    if shapes != {k: list(v.shape) for k, v in template.items()}:
+        explain_shapes({"shapes": shapes}, template, "UNet", {})
+    (x_train, y_train), (x_test, y_test) = pets_tensors("trainval"), pets_tensors("test")
     state = student.run(probes.train_model, config=TRAIN_CONFIG, x_train=x_train,
                         y_train=y_train, seed=seed, **TRAIN)
-    template = probes._UNetTemplate(TRAIN_CONFIG).state_dict()
     expect(type(state) is dict and set(state) == set(template)
            and all(type(state[k]) is torch.Tensor and state[k].shape == v.shape
                    for k, v in template.items()),

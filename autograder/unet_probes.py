@@ -203,6 +203,11 @@ def model(lab, config, state, x, grad_out=None, own_parts=False, train=False):
     return _run(m, [x], grad_out, "UNet")
 
 
+def shapes(lab, config):
+    """The parameter names and shapes of the student's UNet for `config`."""
+    return _shapes(lab.unet.UNet(lab.unet.UNetConfig(**config)))
+
+
 def _soft_dice(logits, target):
     """1 - mean over images of (2 sum(p t) + 1) / (sum p + sum t + 1), p = sigmoid(logits)."""
     p, t = torch.sigmoid(logits).flatten(1), target.flatten(1)

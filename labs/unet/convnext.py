@@ -48,8 +48,8 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:  # x: 
 
     In training, each sample's branch is dropped (set to zero) with probability p and kept
     otherwise, scaled by 1 / (1 - p) so that its expected value is unchanged; one coin per
-    sample (torchvision's mode "row"), not per element. Outside training, or with p = 0, x is
-    returned unchanged.
+    sample (torchvision's mode "row"), not per element, whatever the number of axes of x.
+    p = 1 returns zeros. Outside training, or with p = 0, x is returned unchanged.
     """
     if not training or p == 0.0:
         return x

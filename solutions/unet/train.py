@@ -182,7 +182,7 @@ def train_one(args, spec: dict, out: Path) -> dict:
         return {"val_loss": segmentation_loss(logits, y, kind).item(),
                 "val_dice": dice.mean().item(), "val_iou": iou.mean().item()}
 
-    epochs = args.epochs or (30 if args.full else 15)
+    epochs = args.epochs or (30 if args.full else 10)
     lr = args.lr or (3e-3 if spec["kind"] == "unet" else 1e-3)
     run = RunConfig(out, epochs, args.batch_size, lr, args.weight_decay, resume=args.resume)
     size = tuple(train_set.tensors[0].shape[-2:])
