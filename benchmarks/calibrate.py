@@ -15,6 +15,7 @@ from vislab import SOLUTIONS_DIR
 from vislab.grading import Student, load_lab, one_torch_thread
 
 SCORERS = {"vit": "mnist_accuracy", "swin_cnn": "mnist_accuracy"}
+SCORERS["slots"] = "reconstruction_error"  # held-out MSE: lower is better
 SCORERS["unet"] = "pets_dice"  # the UNet lab: test Dice on pets-synthetic
 SCORERS["vae"] = "mnist_elbo"  # test ELBO, nats per image (higher is better)
 
