@@ -193,10 +193,11 @@ def part_vae(args, dist, out: Path) -> dict:
                         {"kind": "vae", "config": config.__dict__})
     model = model.cpu().eval()
     x, y = test_set.tensors
+    first = [int((y == c).nonzero()[0]) for c in range(10)]   # one test image per class
     with torch.no_grad():
-        recon = to_images(model.decode(model.encode(x[:10])), config.likelihood)
+        recon = to_images(model.decode(model.encode(x[first])), config.likelihood)
         samples = to_images(model.sample(30), config.likelihood)
-    figs = [image_grid(torch.stack([x[:10], recon]), out / "vae" / "reconstructions.png",
+    figs = [image_grid(torch.stack([x[first], recon]), out / "vae" / "reconstructions.png",
                        "test images (top) and their reconstructions decode(encode(x))"),
             image_grid(samples.view(3, 10, *samples.shape[1:]), out / "vae" / "samples.png",
                        "samples: decode(z), z ~ N(0, I)")]
