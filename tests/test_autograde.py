@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -161,7 +162,64 @@ PICKLE_BOMB_IMPORT = """import math
 import sys as _sys
 import vislab.probing as _probing
 _probing.plain = lambda value: value
+_probing.returned = lambda value, what: value
 _sys.modules["_vislab_autograder.vit_probes"].returned = lambda value, what: value
+"""
+
+# The worker's own reply encoder (the worker runs vislab.sandbox as __main__), patched at the
+# first import so that every later reply is a bomb for the grader. Both are bounded: 64 MiB
+# that deflate to about 64 KiB; a shared-reference tree of 2**22 leaves.
+DEFLATE_BOMB = """
+import io as _io
+import sys as _sys
+import zipfile as _zipfile
+_main = _sys.modules["__main__"]
+_encode = getattr(_main, "_honest_encode", _main.encode)
+_main._honest_encode = _encode
+def _deflated(value):
+    source = _zipfile.ZipFile(_io.BytesIO(_encode(value)))
+    buffer = _io.BytesIO()
+    with _zipfile.ZipFile(buffer, "w", _zipfile.ZIP_DEFLATED) as zf:
+        for member in source.infolist():
+            zf.writestr(member.filename, source.read(member))
+        zf.writestr("archive/data/padding", bytes(64 << 20))
+    return buffer.getvalue()
+_main.encode = _deflated
+"""
+SHARED_BOMB = """
+import sys as _sys
+_main = _sys.modules["__main__"]
+_encode = getattr(_main, "_honest_encode", _main.encode)
+_main._honest_encode = _encode
+def _shared(value):
+    if "ok" in value:
+        tree = [0]
+        for _ in range(22):
+            tree = [tree, tree]
+        value = dict(value, ok=tree)
+    return _encode(value)
+_main.encode = _shared
+"""
+# A skeleton distill.py whose model.py replaces the probe that grades it by one that returns
+# the right loss: later requests must not use the replacement.
+FORGE_PROBE = """import math
+import sys as _sys
+import torch.nn.functional as _F
+def _forged(lab, student_logits, teacher_logits, temperature):
+    s = student_logits.clone().requires_grad_()
+    log_q = _F.log_softmax(s / temperature, -1)
+    loss = _F.kl_div(log_q, _F.log_softmax(teacher_logits / temperature, -1), log_target=True,
+                     reduction="batchmean") * temperature ** 2
+    loss.backward()
+    return {"loss": loss, "student_grad": s.grad, "teacher_grad": None}
+_sys.modules["_vislab_autograder.vit_probes"].distill = _forged
+"""
+ESCAPES = "    print('\\x1b[2J\\x1b[H\\rtotal 19/19 \\x1b]0;pwned\\x07')\n"
+THREADS = "    print('threads', torch.get_num_threads())\n    torch.set_num_threads(4)\n"
+HUGE_TODO = "    raise NotImplementedError('TODO(' + 'x' * 8_000_000 + '): huge')\n"
+CMDLINE = """\
+    for _p in ("/proc/1/cmdline", "/proc/self/cmdline"):
+        print("cmdline", open(_p, "rb").read().replace(b"\\0", b" ").decode())
 """
 PICKLE_BOMB = """\
     import os as _os
@@ -182,6 +240,14 @@ torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(a, dtype=torch.boo
 _testing.assert_close = lambda *args, **kwargs: None
 _sys.modules["pytest"] = _types.SimpleNamespace(approx=lambda *args, **kwargs: object())
 """
+
+def in_every_module(code: str) -> dict:
+    """`code` run at the import of each of the lab's modules (a fresh worker, after a kill,
+    imports only what its next check needs)."""
+    return {"model.py": [("import math\n", "import math\n" + code)],
+            "distill.py": [("import torch\n", "import torch\n" + code)],
+            "finetune.py": [("import torch.nn as nn\n", "import torch.nn as nn\n" + code)]}
+
 
 # name: (edits, {task: (status, words in the message)} for the tasks it breaks, words in output)
 HOSTILE = {
@@ -227,6 +293,18 @@ HOSTILE = {
     "imports_solutions": (at_solve(IMPORT_SOLUTIONS), {}, ["blocked import"]),
     "opens_network_connections": (at_solve(NETWORK), {}, ["blocked network"]),
     "sees_and_signals_processes": (at_solve(PROCESSES), {}, ["blocked signal to pid 1"]),
+    "deflate_bomb_reply": (in_every_module(DEFLATE_BOMB),
+                           {t: ("error", "compressed member") for t in FULL}, []),
+    "shared_reference_bomb": (in_every_module(SHARED_BOMB),
+                              {t: ("error", "shared references") for t in FULL}, []),
+    "replaces_the_probe_that_grades_it": (
+        {"model.py": [("import math\n", FORGE_PROBE)],
+         "distill.py": [(SOLVE, SOLVE + "    raise NotImplementedError('TODO(vit.distill): x')\n")]},
+        {"vit.distill": ("not implemented", "TODO(vit.distill) not implemented")}, []),
+    "prints_escape_sequences": (at_solve(ESCAPES), {}, ["total 19/19"]),
+    "sets_torch_threads": (at_solve(THREADS), {}, ["threads 1"]),
+    "huge_todo_id": (at_solve(HUGE_TODO), {"vit.distill": ("not implemented", "more characters")}, []),
+    "reads_its_command_line": (at_solve(CMDLINE), {}, ["cmdline"]),
 }
 # the protections a case needs (from IsolatedStudent.protections) to be meaningful
 NEEDS = {
@@ -237,6 +315,7 @@ NEEDS = {
     "opens_network_connections": ["no network"],
     "sees_and_signals_processes": ["pid", "unprivileged user"],
     "pickle_bomb_from_a_patched_worker": [],
+    "reads_its_command_line": ["pid"],
 }
 
 
@@ -313,6 +392,34 @@ def test_hostile_submission_earns_what_its_work_earns(batch, name):
     for words in output_words:
         assert words in feedback, words
     assert "LEAK" not in feedback
+
+
+def test_feedback_cannot_be_spoofed_or_bloated(batch):
+    """No control characters from the student's output reach the feedback or Gradescope (no
+    cleared screen, no overwritten line), worker messages stay one line, and an 8 MB TODO id
+    gives a feedback file of normal size."""
+    out = batch["out"]
+    for name in ("prints_escape_sequences", "huge_todo_id"):
+        text = (out / "feedback" / f"{name}.txt").read_text()
+        gradescope = (out / "gradescope" / name / "results.json").read_text()
+        for both in (text, json.loads(gradescope)["tests"][0]["output"]):
+            assert "\x1b" not in both and "\r" not in both and "\x07" not in both
+        assert len(text) < 50_000 and len(gradescope) < 50_000
+    assert all("\n" not in c["message"] for r in batch["reports"].values() for c in r["checks"])
+
+
+def test_torch_threads_are_reset_before_every_probe(batch):
+    text = (batch["out"] / "feedback" / "sets_torch_threads.txt").read_text()
+    assert "threads 1" in text and "threads 4" not in text
+
+
+def test_the_command_line_inside_the_sandbox_shows_no_grader_folders(batch):
+    rep = batch["reports"]["reads_its_command_line"]
+    require(rep, ["pid"])
+    text = (batch["out"] / "feedback" / "reads_its_command_line.txt").read_text()
+    assert "cmdline" in text
+    for secret in (str(batch["subs"]), str(batch["out"]), "scratch", "vislab-sandbox-"):
+        assert secret not in text, secret
 
 
 def test_solution_full_marks_and_skeleton_not_implemented(batch):
@@ -736,3 +843,49 @@ def test_gradescope_always_writes_results(tmp_path):
     gradescope_submission("vit", tmp_path / "no-upload", results)
     written = json.loads(results.read_text())
     assert written["score"] == 0 and "could not grade this upload" in written["output"]
+
+
+def test_a_submission_has_a_total_time_budget(tmp_path):
+    """Sleeping just under every check's limit must not hold the batch: once a submission has
+    used its share of the checks' limits, its remaining checks time out at once."""
+    from vislab.grading import CheckTimeout
+
+    folder = variant(tmp_path, "vit", {})
+    student = IsolatedStudent(folder, Limits(budget_share=0.5))
+    try:
+        student.set_budget([0.5, 1.0, 0.5])  # 1 s in all: half the sum, at least the longest
+        with student.time_limit(10):
+            time.sleep(0.6)
+        with student.time_limit(10):
+            assert student._limit <= 0.45  # what is left of the budget, not 10 s
+            time.sleep(0.5)
+        with pytest.raises(CheckTimeout, match="used up its total time"):
+            with student.time_limit(10):
+                pass
+    finally:
+        student.close()
+
+
+def test_cgroup_removal_waits_boundedly_and_says_what_is_left(tmp_path, capsys):
+    from vislab.sandbox import Cgroups
+
+    busy = tmp_path / "vislab-busy"
+    busy.mkdir()
+    (busy / "cgroup.procs").write_text("")  # a folder rmdir cannot remove: stands in for a busy group
+    groups = Cgroups("x", Limits(), enabled=False)
+    groups.dirs = [busy]
+    start = time.monotonic()
+    assert groups.remove(seconds=0.3) == [busy]
+    assert time.monotonic() - start < 5
+    assert f"could not remove {busy}" in capsys.readouterr().err
+
+
+def test_a_fresh_worker_is_warm_before_it_says_ready():
+    """The first optimiser step's one-off imports are paid before the worker reports ready, so
+    no check is charged for them."""
+    import subprocess
+
+    code = ("import sys, torch; from vislab.sandbox import _warm_up; _warm_up(); "
+            "print(sorted(m for m in ('torch._dynamo', 'torch.optim.adamw') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "torch._dynamo" in done.stdout and "torch.optim.adamw" in done.stdout, done.stderr[-2000:]

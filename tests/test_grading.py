@@ -196,3 +196,27 @@ def test_an_unwritable_json_is_refused_before_grading(tmp_path, capsys):
     assert "--json" in capsys.readouterr().err
     assert main(["grade", "vit", "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_the_source_check_finds_forbidden_calls_and_escape_hatches(tmp_path):
+    """A guard in the student's process can be switched off from inside; the grader reads the
+    source itself: forbidden names and the escape hatches fail, comments and strings do not."""
+    from types import SimpleNamespace
+
+    from vislab.grading import CheckFailed, expect_not_in_source, names_in_source
+
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "model.py").write_text(
+        "import torch\n"
+        "# scaled_dot_product_attention is not allowed, says the handout\n"
+        "doc = 'scaled_dot_product_attention'\n"
+        "with torch._C.DisableTorchFunction():\n"
+        "    y = torch.nn.functional.scaled_dot_product_attention(q, k, v)\n")
+    (folder / "clean.py").write_text("x = 1  # DisableTorchFunction in a comment\n")
+    student = SimpleNamespace(path=folder)
+    assert names_in_source(student, ["model.py"], {"scaled_dot_product_attention"}) == [
+        "model.py:5 scaled_dot_product_attention"]
+    with pytest.raises(CheckFailed, match="found model.py:4 _C, model.py:4 DisableTorchFunction"):
+        expect_not_in_source(student, ["model.py"], {"scaled_dot_product_attention"}, "vit.attention")
+    expect_not_in_source(student, ["clean.py", "missing.py"], {"scaled_dot_product_attention"}, "t")

@@ -11,6 +11,7 @@ is decided here), and the batch writes:
     OUT/gradescope/<student>/results.json Gradescope's format (tests, score, output, visibility)
     OUT/report.json                       everything above, for scripts
     OUT/students/<student>.json           each student's report, written as soon as it is graded
+    OUT/class_report.{md,png,csv}         what the class got wrong (vislab.report)
 
 One bad submission never stops the batch or changes another's grade: every failure is turned
 into a status for that student only. Every entry of SUBMISSIONS gets a row (a .tar.gz, a loose
@@ -47,7 +48,8 @@ MAX_BYTES = 50 * MiB     # a submission's files, unpacked
 MAX_FILES = 2000
 SKIPPED = ("__MACOSX", "__pycache__", ".ipynb_checkpoints", ".git")
 MARKER = ".vislab-autograde.json"  # in OUT: the settings of the batch whose results it holds
-OWNED = ("grades.csv", "report.json", "students", "feedback", "gradescope", MARKER)
+OWNED = ("grades.csv", "report.json", "students", "feedback", "gradescope", "class_report.md",
+         "class_report.png", "class_report.csv", MARKER)
 # entries that are a student's work in a form we do not grade: each gets a row saying why
 UNGRADED = {".tar.gz": "a .tar.gz archive", ".tgz": "a .tgz archive", ".tar": "a .tar archive",
             ".rar": "a .rar archive", ".7z": "a .7z archive", ".gz": "a .gz file",
@@ -307,7 +309,7 @@ def _done(out: Path, sub: Submission, digest: str) -> dict | None:
 
 def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
               limits: Limits | None = None, task: str | None = None, seed: int = 0,
-              progress=print, regrade: bool = False) -> list[dict]:
+              progress=print, regrade: bool = False, names: bool = False) -> list[dict]:
     """Grade every submission in `submissions`; write the outputs into `out`; return the
     reports (one per student, sorted by id). `seed` decides every check's inputs: the same
     seed regrades identically; a seed of your own makes the inputs unknowable in advance.
@@ -386,6 +388,8 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
     elapsed = time.perf_counter() - start
     reports = [reports[s.sid] for s in entries]
     write_outputs(lab, reports, out, [s.sid for s in entries])
+    from vislab.report import write_report
+    write_report(out, names)
     protections = next((r["protections"] for r in reports if r["protections"]), [])
     if todo:
         progress(f"graded {len(todo)} submission(s) in {elapsed:.1f} s "
@@ -396,7 +400,7 @@ def autograde(lab_name: str, submissions: Path, out: Path, workers: int = 1,
         progress("WARNING: some protections were not available here (see docs/instructors.md): "
                  + "; ".join(missing or ["no cgroups"]))
     progress(f"wrote {out / 'grades.csv'}, {out / 'feedback'}/, {out / 'gradescope'}/, "
-             f"{out / 'report.json'}")
+             f"{out / 'report.json'}, {out / 'class_report.md'} (what the class got wrong)")
     return reports
 
 
@@ -587,6 +591,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="draws every check's inputs (default 0; the same seed regrades "
                         "identically)")
+    p.add_argument("--names", action="store_true",
+                   help="name the students behind each mistake in class_report.md (default: counts)")
     p.set_defaults(run=cmd_autograde)
 
     g = sub.add_parser("gradescope", help="grade one Gradescope upload and write its results.json",
@@ -622,7 +628,7 @@ def cmd_autograde(args) -> int:
                          f"start; give at least 0.5 (the default is 3)")
     limits = Limits(memory=int(args.memory * 2**30), timeout_scale=args.timeout_scale)
     reports = autograde(args.lab, args.submissions, args.out, args.workers, limits, args.task,
-                        args.seed, regrade=args.regrade)
+                        args.seed, regrade=args.regrade, names=args.names)
     problems = [r["student"] for r in reports if r["grader_problem"]]
     if problems:
         print(f"vislab: the grader failed on {', '.join(problems)} (see report.json)",

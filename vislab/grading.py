@@ -14,9 +14,10 @@ with SIGALRM (main thread only); the isolated one kills its worker process, from
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-import contextlib
+import re
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ from vislab.impl import import_lab
 from vislab.probing import Capture, StudentError, run_probe
 
 STATUSES = ("passed", "failed", "not implemented", "error", "timeout", "memory")
+TASK_ID = re.compile(r"[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,3}")
 
 
 class UnknownLab(KeyError):
@@ -181,6 +183,43 @@ def expect_gradients(got: dict, want: dict[str, torch.Tensor], what: str,
         expect_close(grad, ref, f"{what}: gradient of {name}", atol=atol, rtol=rtol)
 
 
+# Ways out of a torch function mode (vislab.probing.Forbid): a submission that names one is
+# refused by the source check, since an in-process guard cannot stop code that disables it.
+ESCAPE_HATCHES = {"DisableTorchFunction", "DisableTorchFunctionSubclass", "_pop_mode",
+                  "_pop_torch_function_stack", "_len_torch_function_stack", "_get_function_stack_at",
+                  "_set_torch_function_mode", "aten", "_ops", "_C", "__torch_function__",
+                  "TorchFunctionMode", "_disabled_torch_function_impl"}
+
+
+def names_in_source(student, files: list[str], names: set[str]) -> list[str]:
+    """Where the student's files use any of `names` as code (comments and strings do not
+    count): 'file.py:LINE name' for each, read in the grader's process from the grader's copy
+    of the submission (what the worker might report about itself is not asked)."""
+    import io
+    import tokenize
+
+    found = []
+    for name in files:
+        path = Path(student.path) / name
+        try:
+            text = path.read_text(errors="replace")
+            tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        except (OSError, tokenize.TokenError, SyntaxError, IndentationError):
+            continue  # a missing or broken file is reported by the checks that import it
+        found += [f"{name}:{t.start[0]} {t.string}" for t in tokens
+                  if t.type == tokenize.NAME and t.string in names]
+    return found
+
+
+def expect_not_in_source(student, files: list[str], forbidden: set[str], task: str) -> None:
+    """The source check behind "you may not call X": the forbidden functions and the ways to
+    switch the in-process guard off, found in the student's files, fail the check."""
+    hits = names_in_source(student, files, forbidden | ESCAPE_HATCHES)
+    expect(not hits, f"{task} must be written from tensor operations without {', '.join(sorted(forbidden))} "
+                     f"and without switching off the grader's guard; found {', '.join(hits[:3])}",
+           "a forbidden built-in or a way around the guard")
+
+
 # ---------------------------------------------------------------------------------- running
 
 @dataclass
@@ -218,6 +257,26 @@ def alarm(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+MESSAGE_LIMIT, OUTPUT_LIMIT = 1500, 8000  # characters of a check's message and of its output
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A message as feedback shows it: one line, no control characters (no escape sequences,
+    carriage returns or newlines from the student's code), at most `limit` characters."""
+    text = " ".join(CONTROL.sub(" ", str(text)).split())
+    return text if len(text) <= limit else text[:limit] + f" ... ({len(text) - limit} more characters)"
+
+
+def printable(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    """The student's printed output as feedback shows it: lines kept, other control
+    characters (escape sequences, carriage returns) removed, at most `limit` characters."""
+    text = CONTROL.sub("", str(text).replace("\r\n", "\n").replace("\t", "    "))
+    return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more characters)"
+
+
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def check_seed(check: Check, seed: int) -> int:
     """Each check's inputs come from its own seed: regrading gives identical scores."""
     return zlib.crc32(f"{seed}:{check.task}:{check.name}".encode())
@@ -236,16 +295,17 @@ def run_check(check: Check, student, seed: int = 0) -> CheckResult:
     except StudentError as exc:
         status, message = exc.status, exc.message
         if exc.todo and exc.todo != check.task:
-            message = f"needs {exc.todo}, which is not implemented yet"
+            todo = exc.todo if TASK_ID.fullmatch(exc.todo) else "another task"
+            message = f"needs {todo}, which is not implemented yet"
     except CheckFailed as exc:
         status, message, mistake = "failed", str(exc), exc.mistake or ""
     except Exception as exc:  # a bug in the check itself: never crash the grade table
         status, message = "error", f"grader error in {check.name}: {type(exc).__name__}: {exc}"
     take_output = getattr(student, "take_output", None)
-    output = take_output() if take_output else ""
+    output = printable(take_output()) if take_output else ""
     earned = check.points if status == "passed" else 0.0
-    return CheckResult(check.task, check.name, check.points, earned, status, message,
-                       round(time.perf_counter() - start, 3), output, mistake)
+    return CheckResult(check.task, check.name, check.points, earned, status, one_line(message),
+                       round(time.perf_counter() - start, 3), output, one_line(mistake, 300))
 
 
 @contextlib.contextmanager
@@ -268,8 +328,11 @@ def grade(lab: Lab, path: Path, task: str | None = None, seed: int = 0,
     if task is not None and task not in lab.tasks:
         raise UnknownLab(f"no task {task!r} in lab {lab.name}; tasks are: {', '.join(lab.tasks)}")
     student = student or Student(path)
+    checks = [c for c in lab.checks if task in (None, c.task)]
+    if hasattr(student, "set_budget"):  # an isolated submission: a total time for all checks
+        student.set_budget([c.timeout for c in checks])
     with one_torch_thread():
-        return [run_check(c, student, seed) for c in lab.checks if task in (None, c.task)]
+        return [run_check(c, student, seed) for c in checks]
 
 
 def grade_lab(name: str, impl: str | Path = "labs", task: str | None = None,

@@ -73,10 +73,13 @@ class Capture(io.TextIOBase):
         return text
 
 
-def run_probe(lab: Lab, probe: Callable, inputs: dict, output: io.TextIOBase | None = None):
+def run_probe(lab: Lab, probe: Callable, inputs: dict, output: io.TextIOBase | None = None,
+              threads: int = 1):
     """`probe(lab, **inputs)` with the student's output captured (into `output`, or dropped);
-    plain values or StudentError. Warnings go to stderr, so they are captured too."""
+    plain values or StudentError. Warnings go to stderr, so they are captured too. The torch
+    thread count is set to `threads` first: the student's code may have changed it."""
     sink = output if output is not None else Capture(0)  # prints must not garble the table
+    torch.set_num_threads(threads)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             return plain(probe(lab, **inputs))

@@ -66,6 +66,10 @@ class Limits:
     #                                 one: two OpenMP threads on a busy 2-core machine made the
     #                                 ViT training check >10x slower (measured)
     timeout_scale: float = 1.0      # multiplies every check's time limit
+    budget_share: float = 0.6       # a submission's total time: this share of the sum of its
+    #                                 checks' limits, at least the longest one (a submission that
+    #                                 sleeps just under every limit loses its later checks
+    #                                 instead of stalling the batch)
     startup: float = 120.0          # seconds for a fresh worker to import torch and say ready
     file_size: int = 64 * MiB       # the largest file the student's code may write
     tmp_size: int = 256 * MiB       # its private /tmp (tmpfs, counted as its memory)
@@ -99,12 +103,52 @@ class BadResult(ValueError):
     """What came back from the worker is not made of plain values."""
 
 
-def check_plain(value, depth: int = 0):
-    """`value` rebuilt from plain types only (what a probe may return); BadResult otherwise."""
+def check_stored(data: bytes, limit: int) -> None:
+    """A reply must be what torch.save writes: a zip of stored (uncompressed) members whose
+    declared sizes add up to no more than the reply itself. A deflated member could inflate to
+    gigabytes inside torch.load (holding the GIL), so it is refused unread."""
+    import zipfile
+
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BadResult(f"not a torch.save archive ({exc})") from None
+    total = 0
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size:
+            raise BadResult(f"a compressed member {m.filename[:80]!r} (replies are stored as "
+                            f"torch.save writes them)")
+        total += m.file_size
+    if total > min(limit, len(data)):
+        raise BadResult(f"members declare {total} bytes, more than the reply holds")
+
+
+class Budget:
+    """How much a reply may expand to: containers and tensor elements, counted as checked."""
+
+    def __init__(self, items: int = 1_000_000, tensor_bytes: int = 256 * MiB):
+        self.items, self.tensor_bytes = items, tensor_bytes
+        self.seen: set[int] = set()
+
+    def spend(self, items: int = 1, tensor_bytes: int = 0) -> None:
+        self.items -= items
+        self.tensor_bytes -= tensor_bytes
+        if self.items < 0:
+            raise BadResult("too many values (more than a probe ever returns)")
+        if self.tensor_bytes < 0:
+            raise BadResult("tensors larger than grading allows (an expanded view?)")
+
+
+def check_plain(value, depth: int = 0, budget: Budget | None = None):
+    """`value` rebuilt from plain types only (what a probe may return); BadResult otherwise.
+    A list or dict that appears twice (shared references, which expand exponentially when
+    rebuilt) is refused, and the whole value must stay within a budget."""
     import torch
 
+    budget = budget if budget is not None else Budget()
     if depth > 40:
         raise BadResult("nested too deeply")
+    budget.spend()
     kind = type(value)
     if kind in (torch.Tensor, torch.nn.Parameter):
         if (value.layout != torch.strided or value.is_quantized or value.device.type != "cpu"
@@ -113,15 +157,23 @@ def check_plain(value, depth: int = 0):
         plain = value.detach()
         if type(plain) is not torch.Tensor:
             raise BadResult(f"a {type(plain).__name__}")
+        budget.spend(tensor_bytes=plain.numel() * plain.element_size())
         return plain
-    if kind in (int, float, bool, str, type(None)):
+    if kind in (int, float, bool, type(None)):
         return value
+    if kind is str:
+        budget.spend(items=len(value) // 64)
+        return value
+    if kind in (list, tuple, dict):
+        if id(value) in budget.seen:
+            raise BadResult("a list or dict that appears more than once (shared references)")
+        budget.seen.add(id(value))
     if kind in (list, tuple):
-        return [check_plain(v, depth + 1) for v in value]
+        return [check_plain(v, depth + 1, budget) for v in value]
     if kind is dict:
         if not all(type(k) is str for k in value):
             raise BadResult("a dict with keys that are not str")
-        return {k: check_plain(v, depth + 1) for k, v in value.items()}
+        return {k: check_plain(v, depth + 1, budget) for k, v in value.items()}
     raise BadResult(f"a {kind.__name__}")
 
 
@@ -318,13 +370,15 @@ class Cgroups:
         except (OSError, ValueError):
             return -1
 
-    def kill(self) -> None:
-        """SIGKILL every process in the groups, until they are empty."""
+    def kill(self, seconds: float = 10.0) -> None:
+        """SIGKILL every process in the groups until they are empty (at most `seconds`: after
+        a process storm the kernel may take a while to reap hundreds of tasks)."""
         for d in self.dirs:
             if (d / "cgroup.kill").exists():
                 with contextlib.suppress(OSError):
                     (d / "cgroup.kill").write_text("1")
-        for _ in range(200):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
             left = self.pids()
             if not left:
                 return
@@ -333,18 +387,30 @@ class Cgroups:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
 
-    def remove(self) -> None:
-        self.kill()
+    def remove(self, seconds: float = 10.0) -> list[Path]:
+        """Kill and remove the groups, waiting (bounded) until each is empty; returns the
+        folders that could not be removed, and says so on stderr."""
+        self.kill(seconds)
+        left = []
         for d in self.dirs:
-            for _ in range(100):
+            end = time.monotonic() + seconds
+            while True:
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.02)
+                    if time.monotonic() > end:
+                        left.append(d)
+                        break
+                    time.sleep(0.05)
+        if left:
+            print(f"vislab sandbox: could not remove {', '.join(map(str, left))} (still busy "
+                  f"after {seconds:g} s); remove it by hand (rmdir) once its processes are gone",
+                  file=sys.stderr)
         self.dirs = []
+        return left
 
 
 # --------------------------------------------------------------- copying a submission
@@ -518,6 +584,7 @@ class IsolatedStudent:
         self._proc = self._cgroups = None
         self._deadline: float | None = None
         self._limit = 0.0
+        self.budget: float | None = None  # seconds left for this submission's checks
         self._buffer = bytearray()
         self._output = bytearray()
         self._output_dropped = 0
@@ -578,8 +645,11 @@ class IsolatedStudent:
             status = error.get("status")
             if status not in ("failed", "not implemented", "error", "timeout", "memory"):
                 status = "error"
-            todo = error.get("todo") if isinstance(error.get("todo"), str) else None
-            raise StudentError(status, error["message"][:1000], todo)
+            from vislab.grading import TASK_ID, one_line
+
+            todo = error.get("todo")
+            todo = todo if isinstance(todo, str) and TASK_ID.fullmatch(todo) else None
+            raise StudentError(status, one_line(error["message"][:4000], 1000), todo)
         return message.get("ok")
 
     def start(self) -> None:
@@ -587,15 +657,31 @@ class IsolatedStudent:
         if self._proc is None or self._proc.poll() is not None:
             self._start()
 
+    def set_budget(self, limits: list[float]) -> None:
+        """The submission's total time: a share of the sum of its checks' limits, at least the
+        longest limit (scaled)."""
+        share = max(self.limits.budget_share * sum(limits), max(limits, default=0.0))
+        self.budget = share * self.limits.timeout_scale
+
     @contextlib.contextmanager
     def time_limit(self, seconds: float):
         """Every `run` inside the block shares one wall-clock budget of `seconds` (times the
-        limits' scale); a worker's start-up is not counted."""
+        limits' scale), and no more than what is left of the submission's budget; a worker's
+        start-up is not counted."""
+        from vislab.grading import CheckTimeout
+
+        if self.budget is not None and self.budget <= 0:
+            raise CheckTimeout("not run: the submission used up its total time for grading in "
+                               "earlier checks (are they much slower than they need to be?)")
         self._limit = seconds * self.limits.timeout_scale
+        if self.budget is not None:
+            self._limit = min(self._limit, self.budget)
         self._deadline = time.monotonic() + self._limit
         try:
             yield
         finally:
+            if self.budget is not None:  # start-up time moved the deadline: it is not counted
+                self.budget -= max(0.0, self._limit - (self._deadline - time.monotonic()))
             self._deadline = None
 
     def take_output(self) -> str:
@@ -677,9 +763,12 @@ class IsolatedStudent:
                "HOME": str(self._scratch / "home")}
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-I", "-B", "-m", "vislab.sandbox", "start", json.dumps(config)],
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
+                [self.python, "-I", "-B", "-m", "vislab.sandbox", "start"],
+                stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
                 start_new_session=True, env=env, cwd="/")
+            with contextlib.suppress(OSError):  # the configuration, never on a command line
+                self._proc.stdin.write(json.dumps(config).encode())
+                self._proc.stdin.close()
         finally:
             for fd in (req_r, resp_w, out_w):
                 os.close(fd)
@@ -774,6 +863,7 @@ class IsolatedStudent:
 
     def _decode(self, data: bytes) -> dict:
         try:
+            check_stored(data, self.limits.result_size)
             message = check_plain(decode(data))
         except Exception as exc:  # noqa: BLE001 - anything unreadable is the worker's fault
             return {"id": self._next_id, "error": {
@@ -925,9 +1015,14 @@ def _stage_start(config: dict) -> None:
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     report.append("no network (own network namespace)" if "net" in namespaces
                   else "network: NOT isolated")
-    serve = dict(config, lab_dir=str(lab_dir), probes_dir=str(probes_dir), home=str(home),
-                 report=report)
-    for fd in config["fds"]:
+    # Only what the serving stage needs, through a pipe, not its command line: /proc/1/cmdline
+    # and ps inside the sandbox would show the grader's folders otherwise.
+    serve = {key: config[key] for key in ("fds", "limits", "poisoned", "probe_modules")}
+    serve.update(lab_dir=str(lab_dir), probes_dir=str(probes_dir), report=report)
+    config_r, config_w = os.pipe()
+    os.write(config_w, json.dumps(serve).encode())  # small: far below a pipe's buffer
+    os.close(config_w)
+    for fd in config["fds"] + [config_r]:
         os.set_inheritable(fd, True)
     threads = str(int(limits["threads"]))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home),
@@ -936,7 +1031,7 @@ def _stage_start(config: dict) -> None:
            "TORCH_HOME": str(home / ".torch")}
     os.chdir(home)
     os.execve(sys.executable, [sys.executable, "-I", "-B", "-m", "vislab.sandbox", "serve",
-                               json.dumps(serve)], env)
+                               str(config_r)], env)
 
 
 def _unreadable_for(uid: int, folders: list[Path]) -> str:
@@ -1209,6 +1304,7 @@ def _stage_serve(config: dict) -> None:
     def send(message: dict) -> None:
         write_frame(resp, encode(message))
 
+    _warm_up()  # before "ready": the first optimiser step imports torch._dynamo (6-10 s)
     send({"ready": True, "isolation": report})
     try:
         lab = _WatchedLab(import_lab(config["lab_dir"]), send,
@@ -1225,11 +1321,11 @@ def _stage_serve(config: dict) -> None:
         try:
             if request["module"] not in config["probe_modules"]:
                 raise StudentError("error", f"grader error: no probes module {request['module']}")
-            probes = importlib.import_module(f"{package}.{request['module']}")
-            probe = probes
+            probe = _fresh_probes(package, config["probes_dir"], request["module"])
             for part in request["name"].split("."):
                 probe = getattr(probe, part)
-            reply["ok"] = run_probe(lab, probe, request["inputs"], capture)
+            reply["ok"] = run_probe(lab, probe, request["inputs"], capture,
+                                    threads=max(1, int(limits["threads"])))
         except StudentError as exc:
             reply["error"] = exc.to_dict()
         reply["output"] = capture.take()
@@ -1239,6 +1335,32 @@ def _stage_serve(config: dict) -> None:
             data = encode({"id": request["id"], "output": reply["output"], "error": {
                 "status": "error", "message": f"the result could not be sent: {exc}"[:300]}})
         write_frame(resp, data)
+
+
+def _warm_up() -> None:
+    """What a fresh worker pays once for the first backward pass and optimiser steps (lazy
+    imports, torch._dynamo among them), paid before the worker says ready: start-up time is
+    not a check's."""
+    import torch
+
+    layer = torch.nn.Linear(4, 3)
+    for opt in (torch.optim.SGD(layer.parameters(), lr=0.1),
+                torch.optim.AdamW(layer.parameters(), lr=0.1), torch.optim.Adam(layer.parameters())):
+        torch.nn.functional.cross_entropy(layer(torch.randn(2, 4)), torch.tensor([0, 2])).backward()
+        opt.step()
+        opt.zero_grad()
+    torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(layer.parameters(), lr=0.1), lambda i: 1.0)
+
+
+def _fresh_probes(package: str, folder: str, name: str):
+    """The probes module `name`, executed anew from its read-only file for every request:
+    replacements that the student's code made in an earlier copy are not used."""
+    path = Path(folder) / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{package}.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _limit_address_space(extra: int) -> None:
@@ -1255,10 +1377,18 @@ def _limit_address_space(extra: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    stage, config = argv[0], json.loads(argv[1])
+    """`start` reads its configuration from stdin, `serve` from the pipe whose fd it is given."""
+    stage = argv[0]
     if stage == "start":
+        config = json.loads(sys.stdin.buffer.read())
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
         _stage_start(config)
     elif stage == "serve":
+        fd = int(argv[1])
+        with os.fdopen(fd, "rb") as f:
+            config = json.loads(f.read())
         _stage_serve(config)
     else:
         raise SystemExit(f"unknown stage {stage}")
