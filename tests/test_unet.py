@@ -274,3 +274,26 @@ def test_hybrid_unet_refuses_sizes_it_cannot_halve():
     assert model(torch.randn(1, 3, 24, 16)).shape == (1, 1, 24, 16)
     with pytest.raises(ValueError, match="divisible by 8"):
         model(torch.randn(1, 3, 20, 16))
+
+
+def test_train_options_pick_the_runs_and_refuse_what_does_not_fit():
+    import argparse
+
+    from vislab.errors import UsageError
+
+    train = lab_code().train
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true")
+    train.add_arguments(parser)
+    specs = lambda *argv: train.run_specs(parser.parse_args(list(argv)))  # noqa: E731
+    assert [s["name"] for s in specs()] == ["maxpool-transpose-bce", "maxpool-transpose-dice",
+                                            "conv-transpose-bce", "conv-bilinear-dice"]
+    assert [s["name"] for s in specs("--up", "bilinear")] == ["maxpool-bilinear-bce"]
+    assert [s["loss"] for s in specs("--trimap")] == ["ce", "dice", "ce", "dice"]
+    assert specs("--trimap")[0]["config"]["num_classes"] == 3
+    assert specs("--model", "swin-unet", "--blocks", "1")[0]["config"]["depths"] == (1, 1, 1)
+    assert specs("--base", "8", "--depth", "2")[0]["config"]["base"] == 8
+    for argv, words in ((["--loss", "ce"], "add --trimap"), (["--trimap", "--loss", "bce"], "binary"),
+                        (["--model", "convnext-unet", "--down", "conv"], "drop --down")):
+        with pytest.raises(UsageError, match=words):
+            specs(*argv)
