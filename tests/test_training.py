@@ -41,6 +41,19 @@ def test_fit_learns_writes_metrics_and_checkpoint(tmp_path):
     assert torch.equal(state["model"]["weight"], model.weight.detach())
 
 
+def test_loader_workers_give_the_same_run(tmp_path):
+    """Data loaded by worker processes (for image files decoded per item) trains exactly as
+    in-process loading: the shuffle comes from the sampler's seed, not from the workers."""
+    runs = []
+    for workers in (0, 1):
+        dist = setup("cpu", seed=0)
+        model = nn.Linear(4, 2)
+        fit(model, toy_data(), step, RunConfig(tmp_path / str(workers), epochs=2, batch_size=16,
+                                              lr=0.1, workers=workers), dist)
+        runs.append(model.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_an_interrupted_run_resumes_exactly(tmp_path):
     """Stopped during epoch 3 and resumed, a run ends with the same weights and history as a
     run that was never interrupted."""

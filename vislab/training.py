@@ -44,6 +44,7 @@ class RunConfig:
     weight_decay: float = 0.05
     warmup: float = 0.05      # fraction of all steps spent warming the learning rate up
     resume: bool = False
+    workers: int = 0          # DataLoader processes: for data decoded per item (image files)
 
 
 @dataclass
@@ -209,7 +210,8 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
     # sees the same batches as one that was never interrupted.
     sampler = DistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
     loader = DataLoader(train_set, run.batch_size, sampler=sampler,
-                        pin_memory=dist.device.type == "cuda")
+                        pin_memory=dist.device.type == "cuda", num_workers=run.workers,
+                        persistent_workers=run.workers > 0)
     total = run.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(max(1, int(run.warmup * total)), total))

@@ -68,7 +68,7 @@ def _download(name: str) -> None:
 
 def _read_a_little(name: str) -> None:
     """Read one item (or split) of a set, so that missing or corrupt files fail now, by name."""
-    from vislab.data import cifar, moving_mnist, multi_object, pets
+    from vislab.data import cifar, folder, moving_mnist, multi_object, pets
     from vislab.data.mnist import mnist, mnist5k
 
     checks = {
@@ -80,6 +80,7 @@ def _read_a_little(name: str) -> None:
         "tetrominoes": lambda: multi_object.MultiObjectScenes("tetrominoes", n=1)[0],
         "pets": lambda: pets.oxford_pets("test")[0],
         "pets-synthetic": lambda: pets.pets_synthetic("test")[0],
+        "shapes-folder": lambda: folder.image_folder(folder.fixture_root(), 16, preload=False),
         "clevrtex": lambda: multi_object.clevrtex("test")[0],
         "clevr-masks": lambda: multi_object.clevr_with_masks("test")[0],
     }
@@ -102,6 +103,11 @@ def cmd_prepare(args) -> int:
         dsprites.prepare()
     elif e.name == "pets-synthetic" and not e.present():
         pets.make_pets_fixture(pets.synthetic_root())
+    elif e.name == "shapes-folder" and not e.present():
+        from vislab.data.common import atomic_write
+        from vislab.data.folder import fixture_root, make_folder_fixture
+        with atomic_write(fixture_root()) as tmp:
+            make_folder_fixture(tmp, per_class=40)
     elif e.name == "clevr-masks" and not e.present() and multi_object.clevr_masks_tfrecords().exists():
         count = multi_object.convert_clevr_with_masks(multi_object.clevr_masks_tfrecords(), e.location())
         print(f"converted {count:,} scenes of {multi_object.clevr_masks_tfrecords()} into {e.location()}")

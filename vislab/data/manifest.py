@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from vislab import DATASETS_DIR
-from vislab.data import cifar, dsprites, moving_mnist, multi_object, pets
+from vislab.data import cifar, dsprites, folder, moving_mnist, multi_object, pets
 from vislab.data.common import data_root
 
 KINDS = ("shipped", "on-the-fly", "generated", "download")
@@ -91,6 +91,15 @@ ENTRIES = (
           "annotations/trainval.txt, annotations/test.txt}",
           lambda: pets.pets_folder(pets.synthetic_root()),
           lambda: pets.pets_folder(pets.synthetic_root()).exists()),
+    Entry("shapes-folder", "generated",
+          "a class-per-folder set (ImageFolder layout) in the formats real ones come in: circles, "
+          "squares and triangles as JPEG (RGB, greyscale) and PNG (alpha, palette) of mixed sizes, "
+          "a corrupt file, a text file and an empty class; `--data` of the classification labs "
+          "takes any such folder",
+          "generated into the cache by vislab.data.folder.make_folder_fixture (seed 0)",
+          "about 0.2 MB (3 classes x 40 images)", "n/a",
+          "datasets/cache/shapes-folder/<class>/*.{jpg,jpeg,png}",
+          lambda: folder.fixture_root(), lambda: folder.fixture_root().exists()),
     Entry("mnist", "download", "full MNIST: 60,000 train / 10,000 test digits, 28x28",
           "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror of "
           "http://yann.lecun.com/exdb/mnist/)",
