@@ -253,6 +253,8 @@ def position_embed_matches_reference(student, g):
                          "SoftPositionEmbed")
         expect_close(got.get("input_grad"), grad_out.double(),
                      "SoftPositionEmbed: gradient of the input (x + ... passes it unchanged)")
+    got = student.run(probes.position_embed, dim=dim, state=state, x=x, double=True)
+    expect_close(got["out"], want, "SoftPositionEmbed in float64 (the grid must follow x's dtype)")
 
 
 # ---------------------------------------------------------------------------- slots.init
@@ -304,6 +306,7 @@ def init_slots_pass_gradients(student, g):
     want_mu = grad_out.double().sum((0, 1)).reshape(1, 1, dim)
     want_ls = (grad_out.double() * (slots - state["slots_mu"].double())).sum((0, 1)).reshape(1, 1, dim)
     expect_gradients(grads, {"slots_mu": want_mu, "slots_log_sigma": want_ls}, "init_slots")
+
 
 
 # ------------------------------------------------------------------------ slots.attention
@@ -710,6 +713,8 @@ def library_stacks_every_slot(student, g):
     expect(bool(sizes) and max(sizes) <= 3 and sum(sizes) == 7,
            f"build_library called encode on batches of {sizes}: at most batch_size (3) images "
            f"each, every image once")
+    expect(not any(got["grad_enabled"]), "build_library called encode with gradients enabled: "
+                                         "run it under torch.no_grad()")
     expect_close(got["library"], want, "slot library (21, D)", diagnoses={
         "the slots ordered slot-major (all images' slot 0 first): flatten (n, K, D) to (n*K, D)":
             want.reshape(7, K, D).transpose(0, 1).reshape(7 * K, D)})
@@ -742,8 +747,12 @@ def sampling_takes_distinct_clusters_uniformly(student, g):
     labels = labels[torch.randperm(len(labels), generator=g)]
     library = rand(g, len(labels), D)
     got = student.run(probes.sample, library=library, labels=labels, num_scenes=600, num_slots=3,
-                      seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+                      seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g)), again=True)
+    expect(isinstance(got, list) and len(got) == 2, "sample_slots must return a tensor")
+    first, got = got
     got = expect_shape(got, (600, 3, D), "sampled slots (600 scenes, 3 slots)")
+    expect(torch.equal(first, got), "sample_slots gave different scenes for two generators "
+                                    "seeded alike: draw every random number from `generator`")
     match = (got.reshape(-1, 1, D) == library[None]).all(-1)         # (1800, M)
     expect(bool(match.any(1).all()),
            "some sampled slots are not slots of the library: pick library rows (a cluster's "

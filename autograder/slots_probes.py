@@ -87,8 +87,15 @@ def grid(lab, height, width):
     return returned(lab.model.build_grid(height, width), "build_grid")
 
 
-def position_embed(lab, dim, state, x, grad_out=None):
+def position_embed(lab, dim, state, x, grad_out=None, double=False):
     m = load_weights(lab.model.SoftPositionEmbed(dim), state, "SoftPositionEmbed")
+    if double:
+        try:
+            with torch.no_grad():
+                return {"out": returned(m.double()(x.double()), "SoftPositionEmbed")}
+        except RuntimeError as exc:
+            raise ProbeFailed(f"SoftPositionEmbed failed on a float64 input ({str(exc)[:80]}): "
+                              f"build the grid with x's dtype and device") from None
     x = x.clone().requires_grad_(grad_out is not None)
     out = returned(m(x), "SoftPositionEmbed")
     if grad_out is None or out.shape != grad_out.shape:
@@ -218,22 +225,31 @@ def fg_ari(lab, true, pred):
 
 def library(lab, images, weight, num_slots, batch_size):
     """build_library with a fixed linear 'encoder' that records the batch sizes it sees."""
-    sizes = []
+    sizes, grad_enabled = [], []
 
     def encode(batch):
         sizes.append(len(batch))
+        grad_enabled.append(torch.is_grad_enabled())
         slots = (batch.flatten(1) @ weight.T).reshape(len(batch), num_slots, -1)
         return slots, torch.zeros(len(batch), num_slots, 1)
 
     out = returned(lab.library.build_library(encode, images, batch_size), "build_library")
-    return {"library": out, "batch_sizes": sizes}
+    return {"library": out, "batch_sizes": sizes, "grad_enabled": grad_enabled}
 
 
 def cluster(lab, library, num_clusters, seed):
     return returned(lab.library.cluster_library(library, num_clusters, seed), "cluster_library")
 
 
-def sample(lab, library, labels, num_scenes, num_slots, seed):
+def sample(lab, library, labels, num_scenes, num_slots, seed, again=False):
+    """sample_slots with a generator seeded `seed`; with again, twice, from two generators
+    seeded alike (the global generator in different states)."""
     g = torch.Generator().manual_seed(seed)
-    return returned(lab.library.sample_slots(library, labels, num_scenes, num_slots, g),
-                    "sample_slots")
+    first = returned(lab.library.sample_slots(library, labels, num_scenes, num_slots, g),
+                     "sample_slots")
+    if not again:
+        return first
+    torch.randn(7)  # moves the global generator on
+    g = torch.Generator().manual_seed(seed)
+    return [first, returned(lab.library.sample_slots(library, labels, num_scenes, num_slots, g),
+                            "sample_slots")]

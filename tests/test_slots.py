@@ -38,6 +38,9 @@ MISTAKES = {
         "slots.position_embed", "model.py", "return x + self.proj(grid)                       # (B, H, W, D)",
         "B, H, W, E = x.shape\n        return (x.flatten(1, 2) + self.proj(grid.transpose(0, 1)"
         ".reshape(-1, 4))).reshape(B, H, W, E)", "column by column"),
+    "grid left in float32 for a float64 input": (
+        "slots.position_embed", "model.py", "grid = build_grid(x.shape[1], x.shape[2]).to(x)",
+        "grid = build_grid(x.shape[1], x.shape[2])", "x's dtype"),
     "torch.normal for the initial slots": (
         "slots.init", "model.py", INIT,
         "        shape = (batch_size, self.num_slots, self.dim)\n"
@@ -99,6 +102,12 @@ MISTAKES = {
     "library ordered slot-major": (
         "slots.library", "library.py", "return torch.cat(slots).flatten(0, 1)",
         "return torch.cat(slots).transpose(0, 1).flatten(0, 1)", "slot-major"),
+    "library built with gradients on": (
+        "slots.library", "library.py", "@torch.no_grad()\ndef build_library", "def build_library",
+        "torch.no_grad"),
+    "sampling from the global generator": (
+        "slots.library", "library.py", "chosen = torch.randperm(len(clusters), generator=generator)",
+        "chosen = torch.randperm(len(clusters))", "seeded alike"),
     "clusters drawn with replacement": (
         "slots.library", "library.py", "torch.randperm(len(clusters), generator=generator)[:num_slots]",
         "torch.randint(len(clusters), (num_slots,), generator=generator)", "two slots from one cluster"),
@@ -241,3 +250,38 @@ def test_correct_alternative_gets_full_marks(name, make_variant):
     row = grade_fast(make_variant("slots", {file: edits}), task)
     assert row["status"] == "passed", row
     assert row["earned"] == row["possible"]
+
+
+# ------------------------------------------- the lab's module vs a maintained implementation
+
+def test_slot_attention_equals_lucidrains_package_with_copied_weights():
+    """solutions/slots' SlotAttention computes what lucidrains' slot-attention package does
+    (same weights, same initial noise), forward and backward: the module the speed benchmark
+    (benchmarks/train_speed_slots.py) times is the same computation."""
+    pytest.importorskip("slot_attention")
+    import sys
+
+    from vislab import REPO_ROOT, SOLUTIONS_DIR
+    from vislab.impl import import_lab
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        from train_speed_slots import NAMES, lucidrains_copy
+    finally:
+        sys.path.pop(0)
+    model = import_lab(SOLUTIONS_DIR / "slots").model
+    torch.manual_seed(0)
+    ours = model.SlotAttention(num_slots=5, dim=16, iters=3, mlp_dim=32).double()
+    theirs = lucidrains_copy(ours.float()).double()
+    ours.double()
+    inputs = torch.randn(3, 20, 16, dtype=torch.float64)
+    torch.manual_seed(1)
+    a = ours(inputs)[0]
+    torch.manual_seed(1)
+    b = theirs(inputs)
+    assert torch.allclose(a, b, atol=1e-10)
+    a.sum().backward()
+    b.sum().backward()
+    theirs_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert torch.allclose(p.grad, theirs_params[NAMES.get(name, name)].grad, atol=1e-10), name
