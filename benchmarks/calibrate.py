@@ -18,6 +18,7 @@ SCORERS = {"vit": "mnist_accuracy", "swin_cnn": "mnist_accuracy"}
 SCORERS["slots"] = "reconstruction_error"  # held-out MSE: lower is better
 SCORERS["unet"] = "pets_dice"  # the UNet lab: test Dice on pets-synthetic
 SCORERS["vae"] = "mnist_elbo"  # test ELBO, nats per image (higher is better)
+SCORERS["seq2seq"] = "generated_exact_match"  # held-out exact match on generated MathQA-style problems
 
 
 def main() -> None:

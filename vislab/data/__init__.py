@@ -7,6 +7,7 @@ from vislab.data.dsprites import DSprites, dsprites_grid
 from vislab.data.mnist import mnist, mnist5k
 from vislab.data.moving_mnist import MovingMNIST
 from vislab.data.multi_object import MultiObjectScenes, clevr_with_masks, clevrtex
+from vislab.data.mathqa import generate as mathqa_generated, load_mathqa  # noqa: F401
 from vislab.data.pets import PetsSegmentation, make_pets_fixture, oxford_pets, pets_synthetic
 
 __all__ = ["ImageDataset", "MissingData", "data_root", "cache_dir", "atomic_write", "mnist", "mnist5k",

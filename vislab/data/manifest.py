@@ -140,6 +140,12 @@ ENTRIES = (
           f"<data_root>/{multi_object.CLEVR_MASKS_FILE}, which `vislab data prepare clevr-masks` converts "
           "into <data_root>/clevr_with_masks/NN/CLEVR_masks_NNNNNN.png and CLEVR_masks_NNNNNN_flat.png",
           multi_object.clevr_masks_folder, lambda: multi_object.clevr_masks_folder().exists()),
+    Entry("mathqa", "download",
+          "MathQA: 37,297 math word problems (29,837 train / 4,475 dev / 2,985 test) with linear_formula "
+          "programs; offline, vislab.data.mathqa.generate writes templated problems in the same format",
+          "https://math-qa.github.io/ (MathQA.zip)", "MathQA.zip (see the project page)", "not published",
+          "<data_root>/MathQA/{train,dev,test}.json (unzipped)",
+          lambda: data_root() / "MathQA", lambda: (data_root() / "MathQA" / "train.json").exists()),
 )
 
 
