@@ -234,9 +234,9 @@ def decoder_step_matches_lstmcell(student, g):
         with torch.no_grad():
             diagnoses = decoder_variants(ref, token, h.double(), cc.double(), enc_out.double(), mask)
         what = f"Decoder.step with attention (B = {B})"
+        expect_close(got["logits"], logits.detach(), f"{what}: logits", diagnoses=diagnoses)
         expect_close(got["h"], h1.detach(), f"{what}: h'")
         expect_close(got["c"], c1.detach(), f"{what}: c'")
-        expect_close(got["logits"], logits.detach(), f"{what}: logits", diagnoses=diagnoses)
         expect(isinstance(got["weights"], torch.Tensor), f"{what} must return the attention weights "
                                                          f"as its third value")
         expect_close(got["weights"], weights.detach(), f"{what}: attention weights")
