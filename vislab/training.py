@@ -45,6 +45,7 @@ class RunConfig:
     warmup: float = 0.05      # fraction of all steps spent warming the learning rate up
     resume: bool = False
     workers: int = 0          # DataLoader processes: for data decoded per item (image files)
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9), as some course set-ups prescribe
 
 
 @dataclass
@@ -205,7 +206,10 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=run.lr, weight_decay=run.weight_decay)
+    if run.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trainable, lr=run.lr, momentum=0.9, weight_decay=run.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=run.lr, weight_decay=run.weight_decay)
     # The shuffle comes from (seed, epoch) alone, on one process as on many: a resumed run
     # sees the same batches as one that was never interrupted.
     sampler = DistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)

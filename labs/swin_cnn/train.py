@@ -10,6 +10,8 @@
     vislab train swin_cnn --finetune runs/swin_cnn/pre/checkpoint.pt --classes 5-9 \\
                           --per-class 50 --finetune-mode head        # then fine-tune on 5-9
     vislab train swin_cnn --full --device cuda       # CIFAR-10 (GPU), when its files are present
+    vislab train swin_cnn --data PATH --image-size 64  # your own class-per-folder images
+    vislab train swin_cnn --data PATH --config birds   # the course's bird-species set-up (GPU)
 
 The training set is split once into train and validation (a fixed 1/8, the same for every seed);
 the test set is only evaluated at the end. A run folder gets metrics.jsonl (loss and accuracy per
@@ -18,6 +20,14 @@ train, validation and test), curves.png, confusion.png and gradcam_correct.png /
 gradcam_incorrect.png (Grad-CAM of test images the model got right and wrong). `--model all`
 and `--norm all` train one run per model (norm) in sub-folders and add comparison.md and
 comparison.png.
+
+`--data PATH` trains on any class-per-folder set (torchvision's ImageFolder layout, with or
+without train/ val/ test/ folders; vislab.data.folder), images resized to --image-size, the
+class names from the folders; the split used is written to the run folder (split.json), and
+`--gradcam-classes "A,B"` picks the classes whose images the Grad-CAM figures show.
+`--config birds` is the course's set-up for its 25-class bird-species set: the ResNet (16 / 32
+/ 64 filters, feature maps 256 / 128 / 64) on 256 x 256 images, SGD from a learning rate of
+1e-4 for 50 epochs.
 
 `--teacher` takes a checkpoint of the ViT lab (`vislab train vit` writes runs/vit/.../
 checkpoint.pt, with meta {kind, config}) or of this lab. The ViT is rebuilt with the ViT lab's
@@ -42,6 +52,7 @@ from torchvision.transforms import v2
 
 from vislab import RUNS_DIR, plots
 from vislab.data import ImageDataset, cifar10, mnist5k, parse_classes, select_classes
+from vislab.data.folder import image_folder
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
 from vislab.impl import import_lab
@@ -58,12 +69,21 @@ CIFAR_CLASSES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", 
 KINDS = ("swin", "convnext", "resnet")
 
 
-def configs(full: bool, in_channels: int, num_classes: int) -> dict[str, dict]:
+# The course's set-up for its bird-species set (--config birds): the options it sets.
+CONFIGS = {"birds": dict(model="resnet", image_size=256, epochs=50, optimizer="sgd", lr=1e-4,
+                         weight_decay=5e-4, batch_size=32)}
+
+
+def configs(full: bool, in_channels: int, num_classes: int,
+            image_size: int | None = None) -> dict[str, dict]:
     """The three models, each about 0.3M parameters. The Swin's windows are 4 x 4 tokens: on
     MNIST 4 x 4 patches give a 7 x 7 map (padded to 2 x 2 windows), then 4 x 4 (one window); on
-    CIFAR-10 2 x 2 patches give 16 x 16 (4 x 4 windows), then 8 x 8."""
+    CIFAR-10 2 x 2 patches give 16 x 16 (4 x 4 windows), then 8 x 8; on S x S images of a
+    folder (--data), S/16 x S/16 patches give 16 x 16 tokens, then 8 x 8."""
     common = dict(in_channels=in_channels, num_classes=num_classes)
     size = dict(image_size=32, patch_size=2) if full else {}
+    if image_size is not None:
+        size = dict(image_size=image_size, patch_size=max(1, image_size // 16))
     return {
         "swin": asdict(swin.SwinConfig(drop_path=0.1, **size, **common)),
         "convnext": asdict(convnext.ConvNeXtConfig(drop_path=0.1, **common)),
@@ -95,6 +115,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classes to use, e.g. 0-4 or 1,3,5 (default: all ten)")
     parser.add_argument("--per-class", type=positive_int, metavar="N",
                         help="use only N training images per class")
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help="your own class-per-folder images (ImageFolder layout) instead of MNIST-5k")
+    parser.add_argument("--image-size", type=positive_int, metavar="N",
+                        help="with --data: resize images to N x N (default 64)")
+    parser.add_argument("--gradcam-classes", metavar="NAMES",
+                        help='with --data: the classes the Grad-CAM figures show, e.g. "Cattle Egret,Indian Peacock"')
+    parser.add_argument("--config", choices=sorted(CONFIGS),
+                        help="a named course set-up (birds: the ResNet at 256 px, SGD lr 1e-4, 50 "
+                             "epochs; needs --data)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader processes (default: 2 for --data sets too large to keep "
+                             "in memory, else 0)")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -107,8 +139,40 @@ def split_validation(images, labels, fraction: float = 1 / 8):
     return (images[train], labels[train]), (images[val], labels[val])
 
 
+FOLDER_MEAN = FOLDER_STD = torch.full((3, 1, 1), 0.5)  # RGB images of any folder set, to [-1, 1]
+
+
+def folder_datasets(args):
+    """(train, val, test) ImageDatasets of a class-per-folder set, its class names, and the
+    split (file lists) to record next to the run."""
+    if args.classes or args.per_class or args.full:
+        raise UsageError("--data takes the classes and images in its folders: drop --classes, "
+                         "--per-class and --full")
+    data = image_folder(args.data, args.image_size or 64)
+    for note in data.notes:
+        print(f"{args.data}: {note}")
+    sets = [ImageDataset(*data.splits[s], FOLDER_MEAN, FOLDER_STD) for s in ("train", "val", "test")]
+    return (*sets, data.classes, data.split_files)
+
+
+def apply_config(args) -> None:
+    """--config NAME: its options, where the command line did not set them."""
+    if args.config is None:
+        return
+    if args.data is None:
+        raise UsageError(f"--config {args.config} is a set-up for a folder of images: add --data PATH")
+    defaults = {"model": "swin", "batch_size": 64, "weight_decay": 0.05}  # add_arguments'
+    for key, value in CONFIGS[args.config].items():
+        if key == "model" and args.model not in (defaults["model"], value):
+            raise UsageError(f"--config {args.config} trains the {value}; drop --model {args.model}")
+        if getattr(args, key, None) == defaults.get(key):  # not set on the command line
+            setattr(args, key, value)
+
+
 def datasets(args):
     """(train, val, test) ImageDatasets and the class names."""
+    if args.data is not None:
+        return folder_datasets(args)[:4]
     classes = parse_classes(args.classes)
     if args.full:
         load, mean, std = cifar10, CIFAR_MEAN, CIFAR_STD
@@ -191,6 +255,9 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--norm applies to the ResNet: add --model resnet")
     if args.norm == "all" and args.model != "resnet":
         raise UsageError("--norm all compares norms on the ResNet: add --model resnet")
+    if (args.image_size or args.gradcam_classes) and args.data is None:
+        raise UsageError("--image-size and --gradcam-classes apply to --data PATH")
+    apply_config(args)
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     if args.model == "all":
         runs = [(kind, "bn") for kind in KINDS]
@@ -223,7 +290,11 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
     # at once, not after the data has loaded
     source = load_model(args.finetune) if args.finetune else None
     teacher_source = load_model(args.teacher, args.teacher_lab) if args.teacher else None
-    train_set, val_set, test_set, names = datasets(args)
+    if args.data is not None:
+        train_set, val_set, test_set, names, split = folder_datasets(args)
+        show = gradcam_selection(args.gradcam_classes, names)
+    else:
+        (train_set, val_set, test_set, names), split, show = datasets(args), None, None
     in_channels = train_set.images.shape[1]
     params, adapt = None, (lambda x: x)
     if args.finetune:
@@ -239,7 +310,8 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
             getattr(model, head).requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
     else:
-        config = configs(args.full, in_channels, len(names))[kind]
+        config = configs(args.full, in_channels, len(names),
+                         train_set.images.shape[-1] if args.data is not None else None)[kind]
         if kind == "resnet":
             config["norm"] = norm
         model = build(kind, config)
@@ -272,11 +344,15 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
 
     epochs = args.epochs or (100 if args.full else 10)
     lr = args.lr or (4e-3 if kind == "resnet" else 2e-3)
-    run = RunConfig(out, epochs, args.batch_size, lr, args.weight_decay, resume=args.resume)
+    lazy = args.data is not None and train_set.images._cache is None
+    workers = args.workers if args.workers is not None else (2 if lazy else 0)
+    run = RunConfig(out, epochs, args.batch_size, lr, args.weight_decay, resume=args.resume,
+                    workers=workers, optimizer=getattr(args, "optimizer", "adamw"))
+    data = args.data.name if args.data is not None else ("CIFAR-10" if args.full else "MNIST-5k")
     if dist.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         what = f"{kind}" + (f" ({norm})" if kind == "resnet" else "")
-        print(f"training {what}, {n_params:,} parameters, on {'CIFAR-10' if args.full else 'MNIST-5k'}"
+        print(f"training {what}, {n_params:,} parameters, on {data}"
               f" ({len(train_set)} train / {len(val_set)} validation / {len(test_set)} test "
               f"images), {epochs} epochs on {dist.device}"
               + (f", distilled from {args.teacher} at T = {args.temperature:g}" if teacher else "")
@@ -284,8 +360,10 @@ def train_one(args, kind: str, norm: str, out: Path) -> int:
     history = fit(model, train_set, step, run, dist, evaluate=evaluate, params=params,
                   meta={"kind": kind, "config": config, "classes": names}, seed=args.seed)
     if dist.is_main:
+        if split is not None:  # the split this run used, to reproduce and report it
+            (out / "split.json").write_text(json.dumps({"root": str(args.data), **split}, indent=1) + "\n")
         report(model, kind, history, (train_set, val_set, test_set), names, out, dist.device, adapt,
-               "CIFAR-10" if args.full else "MNIST-5k")
+               data, show)
     teardown(dist)
     return 0
 
@@ -333,7 +411,20 @@ def classification_metrics(counts: torch.Tensor) -> dict[str, float]:
             "micro_f1": micro.item(), "macro_f1": f1.mean().item()}
 
 
-def report(model, kind, history, sets, names, out, device, adapt, data: str = "MNIST-5k") -> dict:
+def gradcam_selection(text: str | None, names: list[str]) -> list[int] | None:
+    """--gradcam-classes "A,B": the class ids to show (checked before training), or None."""
+    if not text:
+        return None
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise UsageError(f"--gradcam-classes: no class {', '.join(repr(u) for u in unknown)}; the "
+                         f"classes are {', '.join(names[:30])}")
+    return [names.index(w) for w in wanted]
+
+
+def report(model, kind, history, sets, names, out, device, adapt, data: str = "MNIST-5k",
+           show: list[int] | None = None) -> dict:
     model = model.cpu()
     results, preds = {}, {}
     for split, dataset in zip(("train", "val", "test"), sets):
@@ -348,7 +439,8 @@ def report(model, kind, history, sets, names, out, device, adapt, data: str = "M
     pred, labels = preds["test"]
     paths = [plots.curves(history, out / "curves.png", f"{kind} on {data}, {len(names)} classes"),
              plots.plot_confusion(labels, pred, names, out / "confusion.png", f"{kind} ({data} test)")]
-    paths += gradcam_figures(model, kind, sets[2], pred, labels, names, out, adapt, data=data)
+    paths += gradcam_figures(model, kind, sets[2], pred, labels, names, out, adapt, data=data,
+                             show=show)
     print(f"{'':6} {'accuracy':>9} {'micro-F1':>9} {'macro-F1':>9}")
     for split in ("train", "val", "test"):
         r = results[split]
@@ -359,13 +451,15 @@ def report(model, kind, history, sets, names, out, device, adapt, data: str = "M
 
 
 def gradcam_figures(model, kind, test_set, pred, labels, names, out, adapt, n=8,
-                    data: str = "MNIST-5k") -> list[Path]:
-    """Grad-CAM of the predicted class for n test images the model got right and n it got wrong."""
+                    data: str = "MNIST-5k", show: list[int] | None = None) -> list[Path]:
+    """Grad-CAM of the predicted class for n test images the model got right and n it got
+    wrong (of the classes in `show`, when given)."""
     if kind not in KINDS:
         return []
     layer, channels_last = gradcam_layer(model, kind)
     paths = []
-    for name, mask in (("correct", pred == labels), ("incorrect", pred != labels)):
+    chosen = torch.isin(labels, torch.tensor(show)) if show else torch.ones_like(labels, dtype=torch.bool)
+    for name, mask in (("correct", chosen & (pred == labels)), ("incorrect", chosen & (pred != labels))):
         idx = spread(mask, labels, n)
         if len(idx) == 0:
             continue
