@@ -64,3 +64,15 @@ def test_birds_without_data_and_image_size_without_data_are_one_line(capsys):
     assert "add --data PATH" in capsys.readouterr().err
     assert train("--image-size", "64") == 2
     assert "apply to --data PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["vit", "cnn"])
+def test_the_vit_lab_trains_on_a_folder_too(shapes, tmp_path, capsys, model):
+    out = tmp_path / model
+    assert main(["train", "vit", "--impl", "solutions", "--epochs", "1", "--data", str(shapes),
+                 "--image-size", "32", "--model", model, "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    meta = torch.load(out / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["classes"] == ["circle", "square", "triangle"]
+    if model == "vit":
+        assert (meta["config"]["image_size"], meta["config"]["patch_size"]) == (32, 8)

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from vislab import RUNS_DIR, plots
 from vislab.data import ImageDataset, mnist, mnist5k, parse_classes, select_classes
+from vislab.data.folder import image_folder
 from vislab.data.mnist import MEAN, STD
 from vislab.errors import UsageError
 from vislab.training import RunConfig, fit, load_checkpoint, positive_int, setup, teardown
@@ -60,11 +61,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default="0-9", help="digits to use, e.g. 0-4 or 1,3,5")
     parser.add_argument("--per-class", type=positive_int, metavar="N",
                         help="use only N training images per class")
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help="your own class-per-folder images (ImageFolder layout) instead of MNIST-5k")
+    parser.add_argument("--image-size", type=positive_int, metavar="N",
+                        help="with --data: resize images to N x N (default 64; 4 x 4 patches)")
 
 
 # ------------------------------------------------------------------------------------ data
 
+def folder_datasets(args):
+    """(train, test) ImageDatasets of a class-per-folder set and its class names; the
+    validation split is not used here (the swin_cnn lab uses it)."""
+    if args.classes != "0-9" or args.per_class or args.full:
+        raise UsageError("--data takes the classes and images in its folders: drop --classes, "
+                         "--per-class and --full")
+    data = image_folder(args.data, args.image_size or 64)
+    for note in data.notes:
+        print(f"{args.data}: {note}")
+    half = torch.full((3, 1, 1), 0.5)  # RGB images of any folder set, to [-1, 1]
+    augment = v2.RandAugment() if args.randaugment else None
+    return (ImageDataset(*data.splits["train"], half, half, transform=augment),
+            ImageDataset(*data.splits["test"], half, half), data.classes)
+
+
 def datasets(args):
+    if args.data is not None:
+        return folder_datasets(args)
+    if args.image_size:
+        raise UsageError("--image-size applies to --data PATH")
     load = mnist if args.full else mnist5k
     classes = parse_classes(args.classes)
     train = select_classes(*load("train"), classes, args.per_class)
@@ -138,9 +162,13 @@ def main(args: argparse.Namespace) -> int:
         kind = "vit"
         config = asdict(FULL if args.full else SMALL) | {"num_classes": len(classes),
                                                          "dropout": dropout}
+        if args.data is not None:  # 4 x 4 patches of the folder's S x S RGB images
+            size = train_set.images.shape[-1]
+            config |= {"image_size": size, "patch_size": max(1, size // 4), "in_channels": 3}
         model = build(kind, config)
     else:
-        kind, config = "cnn", {"num_classes": len(classes), "dropout": dropout}
+        kind, config = "cnn", {"num_classes": len(classes), "dropout": dropout,
+                               "in_channels": train_set.images.shape[1]}
         model = build(kind, config)
     teacher = None
     if args.teacher:
@@ -170,16 +198,16 @@ def main(args: argparse.Namespace) -> int:
     epochs = args.epochs or (100 if args.full else 20)
     out = Path(args.out or default_out(kind, args))
     run = RunConfig(out, epochs, args.batch_size, args.lr, args.weight_decay, resume=args.resume)
+    data = args.data.name if args.data is not None else ("MNIST" if args.full else "MNIST-5k")
     if dist.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"training {kind} ({n_params:,} parameters) on {'MNIST' if args.full else 'MNIST-5k'}"
-              f" digits {classes} ({len(train_set)} train / {len(test_set)} test images), "
+        print(f"training {kind} ({n_params:,} parameters) on {data}"
+              f" classes {classes} ({len(train_set)} train / {len(test_set)} test images), "
               f"{epochs} epochs on {dist.device}; run folder {out}")
     history = fit(model, train_set, step, run, dist, evaluate=evaluate, params=params,
                   meta={"kind": kind, "config": config, "classes": classes}, seed=args.seed)
     if dist.is_main:
-        report(model, kind, config, history, test_set, classes, out, dist.device,
-               "MNIST" if args.full else "MNIST-5k")
+        report(model, kind, config, history, test_set, classes, out, dist.device, data)
     teardown(dist)
     return 0
 
