@@ -472,7 +472,7 @@ TRAIN = dict(steps=300, batch_size=32, lr=5e-3)
 TRAIN_DATA = dict(train=300, val=100, subsample=8)
 TRAIN_CONFIG = dict(image_size=8, hidden=16, encoder_layers=2, slot_dim=16, num_slots=4,
                     mlp_dim=32, iters=3)
-TRAIN_THRESHOLD = 0.065
+TRAIN_THRESHOLD = 0.06
 
 
 def scenes(split, n, seed):

@@ -17,7 +17,7 @@ def images():
 def extractor(images, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("VISLAB_DATA", str(tmp_path_factory.mktemp("data")))  # no Inception
     return feature_extractor(images, "test images", cache=tmp_path_factory.mktemp("c") / "f.pt",
-                             steps=30)
+                             steps=8)
 
 
 @pytest.fixture(scope="module")
