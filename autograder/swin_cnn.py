@@ -445,27 +445,30 @@ def patch_merging_matches_torchvision(student, g):
 
 @lab.check("swin.patch_merging", points=1)
 def patch_merging_pads_odd_sizes(student, g):
-    """An odd H or W is padded with zeros at the bottom / right first (7 x 5 -> 4 x 3)."""
+    """An odd H or W is padded with zeros at the bottom / right first: 7 x 5 -> 4 x 3, and one
+    odd axis at a time (7 x 6 -> 4 x 3, 6 x 5 -> 3 x 3)."""
     dim = 3
     tv = randomize(PatchMerging(dim), g).double()
-    x = torch.randn(2, 7, 5, dim, generator=g)
-    how = ("pad one zero row at the bottom and one zero column at the right: F.pad pads the "
-           "last axis first, in (before, after) pairs, so for (B, H, W, C) it is "
-           "F.pad(x, (0, 0, 0, W % 2, 0, H % 2)) -- C, then W, then H")
-    try:
-        got = student.run(probes.patch_merging, dim=dim, state=floats(tv.state_dict()), x=x)
-    except StudentError as exc:
-        if exc.status != "error":
-            raise
-        raise CheckFailed(f"PatchMerging of a 7 x 5 map failed with {exc.message}; the padding "
-                          f"is the likely cause: {how}", "odd sizes not padded as torchvision")
-    with torch.no_grad():
-        want = tv(x.double())
-        x_d = x.double()
-        diagnoses = {"the zero row and column put at the top and left instead of the bottom "
-                     "and right": merging_padded(tv, x_d, (0, 0, 1, 0, 1, 0))}
-    expect_close(got["out"], want, f"PatchMerging output for a 7 x 5 map ({how})",
-                 diagnoses=diagnoses)
+    for H, W in ((7, 5), (7, 6), (6, 5)):
+        x = torch.randn(2, H, W, dim, generator=g)
+        how = (f"pad a zero row at the bottom when H is odd and a zero column at the right when "
+               f"W is odd: F.pad pads the last axis first, in (before, after) pairs, so for "
+               f"(B, H, W, C) it is F.pad(x, (0, 0, 0, W % 2, 0, H % 2)) -- C, then W, then H")
+        try:
+            got = student.run(probes.patch_merging, dim=dim, state=floats(tv.state_dict()), x=x)
+        except StudentError as exc:
+            if exc.status != "error":
+                raise
+            raise CheckFailed(f"PatchMerging of a {H} x {W} map failed with {exc.message}; the "
+                              f"padding is the likely cause: {how}",
+                              "odd sizes not padded as torchvision")
+        with torch.no_grad():
+            want = tv(x.double())
+            x_d = x.double()
+            diagnoses = {"the zero row and column put at the top and left instead of the "
+                         "bottom and right": merging_padded(tv, x_d, (0, 0, W % 2, 0, H % 2, 0))}
+        expect_close(got["out"], want, f"PatchMerging output for a {H} x {W} map ({how})",
+                     diagnoses=diagnoses)
 
 
 def merging_padded(tv: PatchMerging, x, pad):
@@ -1339,10 +1342,11 @@ def gradcam_matches_reference(student, g):
 @lab.check("gradcam", points=1)
 def gradcam_defaults_layouts_and_cleanup(student, g):
     """target=None uses the predicted class; channels_last layers (B, h, w, K) work; no hook
-    stays registered, no parameter gets a .grad, the model computes as before."""
+    stays registered, no parameter gets a .grad, the model computes as before and keeps its
+    mode (handed over in train mode), the map is detached."""
     net, x, _, pred = cam_setup(g, channels_last=True)
     got = student.run(probes.grad_cam, state=floats(net.state_dict()), x=x, target=None,
-                      channels_last=True)
+                      channels_last=True, train=True)
     want, _ = cam_reference(net, x, pred, channels_last=True)
     expect_close(got["classes"], pred, "the classes grad_cam used with target=None (the "
                  "predicted ones)", atol=0, rtol=0)
@@ -1359,6 +1363,9 @@ def gradcam_defaults_layouts_and_cleanup(student, g):
                  "before, in the mode it was in)")
     expect(not got["cam_requires_grad"], "grad_cam's map still carries the autograd graph: "
                                          "return cam.detach()", mistake="map not detached")
+    expect(got["training"] == 1.0, "grad_cam changed the model's mode (it was handed over in "
+                                   "train mode): leave it as it was, do not call model.eval()",
+           mistake="model mode changed")
 
 
 # --------------------------------------------------------------------------- swin.distill

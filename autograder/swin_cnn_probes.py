@@ -310,10 +310,13 @@ class CamNetChannelsLast(nn.Module):
         return self.head(F.gelu(h).mean(dim=(1, 2)))
 
 
-def grad_cam(lab, state, x, target, channels_last=False):
+def grad_cam(lab, state, x, target, channels_last=False, train=False):
+    """grad_cam on a small net (in train or eval mode, which grad_cam must leave as it is);
+    raw material: the map, the classes, whether the map still carries a graph, the hooks left,
+    every parameter's .grad, the net's outputs before and after, and its mode afterwards."""
     net = CamNetChannelsLast() if channels_last else CamNet()
     net.load_state_dict(state)
-    net.eval()
+    net.train(train)
     layer = net.mix if channels_last else net.features[2]
     before = net(x).detach()
     result = lab.gradcam.grad_cam(net, layer, x, target, channels_last=channels_last)
@@ -324,7 +327,8 @@ def grad_cam(lab, state, x, target, channels_last=False):
         after = net(x)
     return {"cam": cam, "classes": classes, "cam_requires_grad": float(cam.requires_grad),
             "hooks_left": sum(len(mod._forward_hooks) for mod in net.modules()),
-            "param_grads": gradients(net), "before": before, "after": after}
+            "param_grads": gradients(net), "before": before, "after": after,
+            "training": float(net.training)}
 
 
 # ----------------------------------------------------------------------------- swin.distill

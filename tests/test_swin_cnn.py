@@ -351,6 +351,17 @@ MISTAKES = {
         "swin.patch_merging", "swin.py",
         [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, H % 2, 0, W % 2))")],
         "F.pad pads the last axis first"),
+    "patch merging padding only when both sides are odd": (
+        "swin.patch_merging", "swin.py",
+        [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, 0, 0, 1, 0, 1)) if H % 2 and W % 2 else x")],
+        "7 x 6"),
+    "patch merging padding H by W's parity": (
+        "swin.patch_merging", "swin.py",
+        [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, 0, 0, H % 2, 0, W % 2))")],
+        "7 x 6"),
+    "Grad-CAM switching the model to eval mode": (
+        "gradcam", "gradcam.py", [("    saved = []\n", "    model.eval()\n    saved = []\n")],
+        "changed the model's mode"),
     "patch merging padding at the top and left": (
         "swin.patch_merging", "swin.py",
         [("x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))", "x = F.pad(x, (0, 0, W % 2, 0, H % 2, 0))")],
