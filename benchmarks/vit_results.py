@@ -49,7 +49,7 @@ def main() -> None:
             continue
         folder = args.out / name
         options = [o.format(**{k: args.out / k for k in EXPERIMENTS}) for o in options]
-        command = ["vislab", "train", "vit", *options, "--out", str(folder)]
+        command = ["vislab", "train", "vit", "--impl", "solutions", *options, "--out", str(folder)]
         print("$", " ".join(command), flush=True)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "vislab", *command[1:]], check=True,
@@ -57,7 +57,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         train_seconds = sum(h["seconds"] for h in history)
-        rows.append((name, " ".join(command[:3] + options), history[-1]["test_acc"],
+        rows.append((name, " ".join(command[:5] + options), history[-1]["test_acc"],
                      max(h["test_acc"] for h in history), len(history), train_seconds, wall))
     print(f"\nMeasured {date.today()} on {cpu_name()} ({torch.get_num_threads()} threads), "
           f"torch {torch.__version__}, by `python benchmarks/vit_results.py`.\n")
