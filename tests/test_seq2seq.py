@@ -127,7 +127,7 @@ def test_mistake_loses_points_with_a_helpful_message(name, make_variant, without
 # ------------------------------------------------------------ correct, written differently
 
 BEAM = '''    enc_out, state = model.encoder(src, lengths)                             # (1, S, 2H_e)
-    mask = torch.arange(src.shape[1])[None] < lengths[:, None]               # (1, S)
+    mask = torch.arange(src.shape[1], device=src.device)[None] < lengths[:, None]  # (1, S)
     tokens = [[]]                                                            # active hypotheses
 '''
 BEAM_REST_START = "    logp = torch.zeros(1, dtype=torch.float64)                               # (K,)\n"

@@ -16,9 +16,9 @@ def greedy_decode(model, src: torch.Tensor, lengths: torch.Tensor, bos: int,
     # TODO(seq2seq.greedy): encode, then max_len decoder steps; remember which examples have
     #   finished and write PAD after their EOS.
     enc_out, state = model.encoder(src, lengths)                             # (B, S, 2H_e)
-    mask = torch.arange(src.shape[1])[None] < lengths[:, None]               # (B, S)
-    token = torch.full((len(src),), bos, dtype=torch.long)                   # (B,)
-    done = torch.zeros(len(src), dtype=torch.bool)
+    mask = torch.arange(src.shape[1], device=src.device)[None] < lengths[:, None]  # (B, S)
+    token = torch.full((len(src),), bos, dtype=torch.long, device=src.device)  # (B,)
+    done = torch.zeros(len(src), dtype=torch.bool, device=src.device)
     out = []
     for _ in range(max_len):
         logits, state, _ = model.decoder.step(token, state, enc_out, mask)  # (B, V)
@@ -48,7 +48,7 @@ def beam_search(model, src: torch.Tensor, lengths: torch.Tensor, bos: int, beam_
     #   them all (a batch of hypotheses, or one at a time); top beam_size over all extensions;
     #   move EOS ones to `finished` with their normalised score; pick the best at the end.
     enc_out, state = model.encoder(src, lengths)                             # (1, S, 2H_e)
-    mask = torch.arange(src.shape[1])[None] < lengths[:, None]               # (1, S)
+    mask = torch.arange(src.shape[1], device=src.device)[None] < lengths[:, None]  # (1, S)
     tokens = [[]]                                                            # active hypotheses
     logp = torch.zeros(1, dtype=torch.float64)                               # (K,)
     finished = []
@@ -58,7 +58,7 @@ def beam_search(model, src: torch.Tensor, lengths: torch.Tensor, bos: int, beam_
 
     for _ in range(max_len):
         K = len(tokens)
-        last = torch.tensor([seq[-1] if seq else bos for seq in tokens])    # (K,)
+        last = torch.tensor([seq[-1] if seq else bos for seq in tokens], device=src.device)  # (K,)
         logits, state, _ = model.decoder.step(last, state, enc_out.expand(K, -1, -1),
                                               mask.expand(K, -1))           # (K, V)
         V = logits.shape[-1]
@@ -77,7 +77,7 @@ def beam_search(model, src: torch.Tensor, lengths: torch.Tensor, bos: int, beam_
         if not keep:
             tokens = []
             break
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=src.device)
         state = (state[0][index], state[1][index])
         tokens, logp = new_tokens, torch.tensor(new_logp, dtype=torch.float64)
     finished += [(score(seq, value), seq) for seq, value in zip(tokens, logp.tolist())]

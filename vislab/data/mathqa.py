@@ -303,26 +303,42 @@ def _format(value: float) -> str:
     return f"{value:.6g}"
 
 
+# Sentences with a number the program does not use (MathQA's problems have such numbers too):
+# up to two open a problem, so that its numbers shift (n0 becomes n1, ...).
+DISTRACTORS = ("in {d} , ", "{who} has {d} workers . ", "on day {d} of the month , ",
+               "there are {d} days left . ")
+
+
+def _shift(program: str, k: int) -> str:
+    return re.sub(r"\bn(\d+)", lambda m: f"n{int(m.group(1)) + k}", program)
+
+
 def generate(n: int, seed: int = 0) -> list[dict]:
     """`n` templated word problems in MathQA's json format, deterministically from `seed`; the
-    correct option holds the program's value."""
+    correct option holds the program's value. Up to two sentences with unused numbers open a
+    problem (its program's nK shift accordingly)."""
     rng = random.Random(seed)
     records = []
     for _ in range(n):
         t = rng.choice(TEMPLATES)
         numbers = [rng.randint(lo, hi) for lo, hi in t.ranges]
-        text = t.text.format(item=rng.choice(ITEMS), who=rng.choice(PEOPLE),
+        who = rng.choice(PEOPLE)
+        text = t.text.format(item=rng.choice(ITEMS), who=who,
                              **{f"n{i}": v for i, v in enumerate(numbers)})
+        extra = rng.choice((0, 0, 1, 2))
+        lead = [rng.choice(DISTRACTORS).format(d=rng.randint(2, 99), who=who) for _ in range(extra)]
+        text = "".join(lead) + text
         text = text[0].upper() + text[1:]
-        value = execute(t.program, numbers)
+        program = _shift(t.program, extra)
+        value = execute(program, [0] * extra + numbers)
         letters = "abcde"
         correct = rng.randrange(5)
         values = [value * (1 + 0.1 * (i - correct)) + (i - correct) for i in range(5)]
         options = " , ".join(f"{letters[i]} ) {_format(v)}" for i, v in enumerate(values))
         records.append({"Problem": text, "Rationale": f"\"the answer is {_format(value)}\"",
                         "options": options, "correct": letters[correct],
-                        "annotated_formula": nested(t.program),
-                        "linear_formula": t.program + "|", "category": t.category})
+                        "annotated_formula": nested(program),
+                        "linear_formula": program + "|", "category": t.category})
     return records
 
 
