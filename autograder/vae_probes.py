@@ -199,7 +199,7 @@ def capacity(lab, cases):
         v = lab.losses.capacity_at(step, total, c_max)
         if isinstance(v, torch.Tensor):
             v = v.item()
-        if type(v) not in (int, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):  # numpy floats are floats
             raise ProbeFailed(f"capacity_at must return a number, got {type(v).__name__}")
         values.append(float(v))
     return torch.tensor(values, dtype=torch.float64)

@@ -229,6 +229,17 @@ ALTERNATIVES = {
         codes[:, d] = values
         rows.append(decode(codes))
     return torch.stack(rows)""")]),
+    "traversal by one-hot arithmetic": ("vae.traverse", "traverse.py", [(
+        """    D, K = z.shape[0], values.shape[0]
+    codes = z.expand(D, K, D).clone()                  # (D, K, D)
+    index = torch.arange(D, device=z.device)
+    codes[index, :, index] = values.to(z.dtype)        # row d, all k: latent d := values[k]
+    out = decode(codes.reshape(D * K, D))              # (D*K, C, H, W)
+    return out.reshape(D, K, *out.shape[1:])           # (D, K, C, H, W)""",
+        """    D, K = len(z), len(values)
+    eye = torch.eye(D, dtype=z.dtype)
+    codes = z + eye[:, None, :] * (values[None, :, None] - z[None, None, :])
+    return decode(codes.flatten(0, 1)).unflatten(0, (D, K))""")]),
     "conditional with hstack, mul and a loop over labels": ("vae.conditional", "model.py", [(
         'h = h * e if self.condition == "multiply" else torch.cat([h, e], dim=-1)',
         'h = torch.mul(h, e) if self.condition == "multiply" else torch.hstack((h, e))'), (
