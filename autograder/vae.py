@@ -413,15 +413,16 @@ def bits_per_dim_matches(student, g):
 @lab.check("vae.model", points=1)
 def posterior_encode_decode(student, g):
     """posterior gives the reference (mu, logvar); encode gives mu, the same on every call (no
-    sampling); decode gives the reference's logits (no sigmoid); two configs (two convs, one)."""
-    for config in (CONFIG, ONE_CONV):
+    sampling); decode gives the reference's logits (no sigmoid); two configs (two convs and a
+    batch of 3, one conv and a batch of 1)."""
+    for config, B in ((CONFIG, 3), (ONE_CONV, 1)):
         state = random_state(g, config)
-        x = image(g, config, 3)
-        z = torch.randn(3, config["latent_dim"], generator=g)
-        eps = torch.randn(3, config["latent_dim"], generator=g)
+        x = image(g, config, B)
+        z = torch.randn(B, config["latent_dim"], generator=g)
+        eps = torch.randn(B, config["latent_dim"], generator=g)
         got = student.run(probes.model_parts, config=config, state=state, x=x, z=z, eps=eps)
         mu, logvar = ref_posterior(state, config, x)
-        where = f" (channels={config['channels']})"
+        where = f" (channels={config['channels']}, batch of {B})"
         expect_close(got["mu"], mu, "VAE.posterior: mu" + where, diagnoses={
             "mu and logvar swapped (fc_mu gives mu)": logvar})
         expect_close(got["logvar"], logvar, "VAE.posterior: logvar" + where, diagnoses={
