@@ -4,6 +4,7 @@ References are independent of the student's code and of the lab's solution: torc
 nn.MultiheadAttention, torchvision's MLPBlock / EncoderBlock / VisionTransformer with the same
 weights, computed in float64. Inputs and weights come from the generator `g` the grader seeds.
 """
+import copy
 from functools import partial
 
 import torch
@@ -368,6 +369,14 @@ def block_matches_torchvision(student, g):
 
     def attn(t):
         return ref.self_attention(t, t, t, need_weights=False)[0]
+
+    def default_eps(t):  # both norms with F.layer_norm's default eps 1e-5
+        def ln(u, norm):
+            return F.layer_norm(u, (c["dim"],), norm.weight, norm.bias)
+        y = t + attn(ln(t, ref.ln_1))
+        return y + ref.mlp(ln(y, ref.ln_2))
+    eps_mistake = ("LayerNorm with eps 1e-5 (F.layer_norm's default) instead of the block's "
+                   "norms (eps 1e-6): use self.norm1 and self.norm2")
     with torch.no_grad():
         no_attn_residual = attn(ref.ln_1(xd))
         diagnoses = {
@@ -378,12 +387,21 @@ def block_matches_torchvision(student, g):
             ref.ln_2((y := ref.ln_1(xd + attn(xd))) + ref.mlp(y)),
         "the same LayerNorm (norm1) used before both branches":
             (y := xd + attn(ref.ln_1(xd))) + ref.mlp(ref.ln_1(y)),
+        eps_mistake: default_eps(xd),
         }
     expect_close(got["out"], want, "Block output in eval mode (dropout 0.5, which eval mode "
                  "turns off)", diagnoses=diagnoses)
     names = {"norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias",
              "norm2.weight": "ln_2.weight", "norm2.bias": "ln_2.bias"}
     expect_gradients(got.get("grads", {}), {k: grads[v] for k, v in names.items()}, "Block")
+    small = 3e-3 * torch.randn(2, 7, c["dim"], generator=g)  # variance ~1e-5: the eps shows
+    got = student.run(probes.block, dim=c["dim"], num_heads=c["num_heads"], mlp_dim=c["mlp_dim"],
+                      state=block_state(ref), x=small)
+    with torch.no_grad():
+        want_small, wrong_small = ref(small.double()), default_eps(small.double())
+    expect_close(got["out"], want_small, "Block output for tokens of small spread (variance "
+                 "~1e-5, where the LayerNorms' eps 1e-6 matters)",
+                 diagnoses={eps_mistake: wrong_small})
     got = student.run(probes.block, dim=c["dim"], num_heads=c["num_heads"], mlp_dim=c["mlp_dim"],
                       state=block_state(ref), x=x, dropout=1.0, train=True)
     with torch.no_grad():
@@ -442,6 +460,25 @@ def model_matches_torchvision(student, g):
     names = {"cls_token": "class_token", "pos_embed": "encoder.pos_embedding",
              "norm.weight": "encoder.ln.weight", "head.weight": "heads.head.weight"}
     expect_gradients(got.get("grads", {}), {k: grads[v] for k, v in names.items()}, "ViT")
+    with torch.no_grad():  # tiny embeddings and blocks that add nothing: the final norm's
+        quiet = copy.deepcopy(tv)  # input has variance ~1e-6, where its eps 1e-6 matters
+        for p in (quiet.conv_proj.weight, quiet.conv_proj.bias, quiet.class_token,
+                  quiet.encoder.pos_embedding):
+            p.mul_(1e-3)
+        for layer in quiet.encoder.layers:
+            for p in (*layer.self_attention.out_proj.parameters(), *layer.mlp[3].parameters()):
+                p.zero_()
+        want_quiet = quiet(x.double())
+        t = quiet.encoder.layers(torch.cat([quiet.class_token.expand(len(x), -1, -1),
+                                            quiet._process_input(x.double())], 1)
+                                 + quiet.encoder.pos_embedding)
+        default_eps = quiet.heads(F.layer_norm(t, (c["dim"],), quiet.encoder.ln.weight,
+                                               quiet.encoder.ln.bias)[:, 0])
+    got = student.run(probes.model, config=c, state=model_state(quiet), x=x)
+    expect_close(got["out"], want_quiet, "ViT logits with tiny embeddings (the final norm's "
+                 "input has variance ~1e-6, where its eps 1e-6 matters)", diagnoses={
+        "the final LayerNorm with eps 1e-5 (F.layer_norm's default) instead of self.norm's "
+        "1e-6: use self.norm": default_eps})
     got = student.run(probes.model, config={**c, "dropout": 1.0}, state=model_state(tv), x=x,
                       train=True)
     with torch.no_grad():

@@ -127,6 +127,14 @@ MISTAKES = {
     "Block dropout active in eval mode": (
         "vit.block", "model.py", "x = x + self.dropout(self.attn(self.norm1(x)))",
         "x = x + F.dropout(self.attn(self.norm1(x)), self.dropout.p)", "Block output in eval mode"),
+    "Block with F.layer_norm's default eps": (
+        "vit.block", "model.py", "x = x + self.dropout(self.attn(self.norm1(x)))",
+        "x = x + self.dropout(self.attn(F.layer_norm(x, x.shape[-1:], self.norm1.weight, "
+        "self.norm1.bias)))", "F.layer_norm's default"),
+    "ViT's final norm with F.layer_norm's default eps": (
+        "vit.model", "model.py", "self.head(self.norm(x)[:, 0])",
+        "self.head(F.layer_norm(x, x.shape[-1:], self.norm.weight, self.norm.bias)[:, 0])",
+        "F.layer_norm's default"),
     "ViT without the dropout after the position embedding": (
         "vit.model", "model.py", "        x = self.dropout(x)\n", "",
         "no dropout after adding the position embedding"),
@@ -229,6 +237,14 @@ ALTERNATIVES = {
         "x = F.dropout(self.attn(self.norm1(x)), self.dropout.p, self.training) + x"), (
         "        x = self.dropout(x)\n",
         "        x = F.dropout(x, p=self.dropout.p, training=self.training)\n")]),
+    "Block and ViT with F.layer_norm and the norms' own eps": ("vit.model", "model.py", [(
+        "x = x + self.dropout(self.attn(self.norm1(x)))  # (B, N, D)",
+        "n1 = self.norm1\n"
+        "        x = x + self.dropout(self.attn(F.layer_norm(x, n1.normalized_shape, n1.weight, "
+        "n1.bias, n1.eps)))"), (
+        "self.head(self.norm(x)[:, 0])",
+        "self.head(F.layer_norm(x[:, 0], (x.shape[-1],), self.norm.weight, self.norm.bias, "
+        "eps=self.norm.eps))")]),
     "MLP with functional dropout and nn.GELU": ("vit.mlp", "model.py", [(
         """        x = self.dropout(F.gelu(self.fc1(x)))  # (B, N, hidden)
         return self.dropout(self.fc2(x))       # (B, N, D)""",
