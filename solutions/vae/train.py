@@ -187,7 +187,8 @@ def part_vae(args, dist, out: Path) -> dict:
     model = VAE(config)
     epochs = args.epochs or (50 if args.full else 8)
     print(f"part vae: {sum(p.numel() for p in model.parameters()):,} parameters, latent size "
-          f"{latent}, {config.likelihood} likelihood, {len(train_set)} MNIST images, {epochs} epochs")
+          f"{latent}, {config.likelihood} likelihood, {len(train_set)} MNIST images, "
+          f"{epochs} epochs")
     history = train_one(model, train_set, make_step(config, False), out / "vae", args, dist,
                         epochs, lambda m: evaluate_elbo(m, test_set, config, False, dist.device),
                         {"kind": "vae", "config": config.__dict__})
@@ -232,8 +233,9 @@ def part_beta(args, dist, out: Path) -> dict:
         tag = f"beta-{beta:g}"
         torch.manual_seed(args.seed)
         model = VAE(config)
-        print(f"part beta: beta = {beta:g}{'' if args.capacity is None else f', capacity 0 -> {args.capacity:g} nats'}"
-              f", latent size {latent}, {len(train_set)} dSprites images, {epochs} epochs")
+        annealing = "" if args.capacity is None else f", capacity 0 -> {args.capacity:g} nats"
+        print(f"part beta: beta = {beta:g}{annealing}, latent size {latent}, "
+              f"{len(train_set)} dSprites images, {epochs} epochs")
         history = train_one(model, train_set, make_step(config, False, beta, args.capacity, steps),
                             out / tag, args, dist, epochs,
                             meta={"kind": "beta", "config": config.__dict__, "beta": beta},
@@ -253,7 +255,8 @@ def part_beta(args, dist, out: Path) -> dict:
                    f"beta = {beta:g}: latent traversals from -2.5 to 2.5, one row per latent "
                    f"(sorted by KL)", [f"z{int(d)} KL {kl[d]:.2f}" for d in order])
         kl_rows[beta], migs[beta] = kl.numpy(), score["mig"]
-        results[tag] = {"mig": score["mig"], "mig_per_factor": dict(zip(names, score["per_factor"].tolist())),
+        results[tag] = {"mig": score["mig"],
+                        "mig_per_factor": dict(zip(names, score["per_factor"].tolist())),
                         "kl_per_latent": kl.tolist(), "kl": kl.sum().item(), "rec": rec.item(),
                         "train_loss": history[-1]["train_loss"]}
         print(f"beta {beta:g}: MIG {score['mig']:.3f}, KL {kl.sum():.2f} nats "
@@ -315,7 +318,8 @@ def main(args: argparse.Namespace) -> int:
     results = {}
     for part in parts:
         torch.manual_seed(args.seed)
-        results[part] = {"vae": part_vae, "beta": part_beta, "cvae": part_cvae}[part](args, dist, out)
+        run_part = {"vae": part_vae, "beta": part_beta, "cvae": part_cvae}[part]
+        results[part] = run_part(args, dist, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out / 'results.json'}")
