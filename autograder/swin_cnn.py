@@ -770,6 +770,19 @@ def cn_block_matches_torchvision(student, g):
             "the LayerNorm before the depthwise convolution": cn_variant(tv, x, norm_first=True),
         }
     expect_close(got["out"], want, "CNBlock output", diagnoses=diagnoses)
+    quiet = copy.deepcopy(tv)  # a depthwise conv with tiny weights: the LayerNorm's input has
+    with torch.no_grad():      # variance ~1e-7 across the channels, where its eps 1e-6 matters
+        quiet.block[0].weight.mul_(1e-3)
+        quiet.block[0].bias.mul_(1e-3)
+        want_quiet = quiet(x.double())
+        wrong = copy.deepcopy(quiet)
+        wrong.block[2].eps = 1e-5
+        wrong = wrong(x.double())
+    quiet_got = student.run(probes.cn_block, dim=dim, state=cn_state(quiet), x=x)
+    expect_close(quiet_got["out"], want_quiet, "CNBlock output with a tiny depthwise "
+                 "convolution (where the LayerNorm's eps 1e-6 matters)", diagnoses={
+        "LayerNorm with eps 1e-5 (F.layer_norm's default) instead of self.norm's 1e-6: use "
+        "self.norm": wrong})
     expect_gradients(got.get("grads", {}), {
         "dwconv.weight": grads["block.0.weight"], "layer_scale": grads["layer_scale"],
         "pwconv1.weight": grads["block.3.weight"], "norm.weight": grads["block.2.weight"]},

@@ -168,6 +168,11 @@ MISTAKES = {
         [("self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))",
           "self.pwconv2(F.gelu(self.pwconv1(F.layer_norm(y, y.shape[1:]) * self.norm.weight + self.norm.bias)))")],
         "LayerNorm over (H, W, C)"),
+    "ConvNeXt block's LayerNorm with F.layer_norm's default eps": (
+        "convnext.block", "convnext.py",
+        [("self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))",
+          "self.pwconv2(F.gelu(self.pwconv1(F.layer_norm(y, y.shape[-1:], self.norm.weight, self.norm.bias))))")],
+        "F.layer_norm's default"),
     "stochastic depth not rescaled": (
         "convnext.block", "convnext.py", [("return x * keep.to(x.dtype) / (1 - p)", "return x * keep.to(x.dtype)")],
         "unscaled"),
