@@ -354,10 +354,11 @@ def teacher_forcing_rate(student, g):
                "one coin for the whole batch")
 
 
-# The training check's recipe and pass mark (benchmarks/calibrate.py seq2seq; docs/labs/seq2seq.md).
+# The training check's recipe and pass mark: the reference over 20 seeds scored min 0.580, mean 0.758,
+# max 0.903 (benchmarks/calibrate.py seq2seq; docs/labs/seq2seq.md); chance is 0.
 TRAIN = dict(steps=60, batch_size=32, lr=1e-2, p=1.0)
 TRAIN_CONFIG = dict(emb_dim=16, enc_hidden=24, dec_hidden=32, attn_dim=16, attention=True)
-TRAIN_THRESHOLD = 0.5
+TRAIN_THRESHOLD = 0.3
 
 
 def generated_tensors(n_train=1500, n_test=300):

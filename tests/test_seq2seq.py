@@ -207,3 +207,38 @@ def test_correct_alternative_gets_full_marks(name, make_variant):
     row = grade_task("seq2seq", make_variant("seq2seq", {file: edits}), task)
     assert row["status"] == "passed", row
     assert row["earned"] == row["possible"]
+
+
+# --------------------------------------------------------------- the given BERT encoder
+
+def test_bert_encoder_with_a_tiny_random_bert():
+    """BertEncoder on a tiny randomly initialised BertModel (from a BertConfig, no download):
+    states zero at padding, the decoder attends to them, frozen BERT gets no gradient."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from vislab import SOLUTIONS_DIR
+    from vislab.impl import import_lab
+
+    lab = import_lab(SOLUTIONS_DIR / "seq2seq")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=16, max_position_embeddings=32)
+    src = torch.randint(1, 40, (3, 7))
+    lengths = torch.tensor([7, 2, 5])
+    tgt = torch.randint(3, 9, (3, 5))
+    tgt[:, 0] = 1
+    for freeze in (True, False):
+        bert = transformers.BertModel(config)
+        model = lab.bert.bert_seq2seq(bert, lab.model.Seq2SeqConfig(tgt_vocab=9, emb_dim=6, dec_hidden=10,
+                                                                    attn_dim=4), freeze).train()
+        out, (h0, c0) = model.encoder(src, lengths)
+        assert out.shape == (3, 7, 12) and h0.shape == c0.shape == (3, 10)
+        assert (out[1, 2:] == 0).all() and (out[2, 5:] == 0).all()
+        assert model.encoder.bert.training is not freeze
+        logits = model(src, lengths, tgt, teacher_forcing=1.0)
+        assert logits.shape == (3, 4, 9)
+        logits.sum().backward()
+        bert_grads = [p.grad for p in model.encoder.bert.parameters()]
+        assert all(g is None for g in bert_grads) if freeze else any(g is not None for g in bert_grads)
+        assert model.encoder.bridge_h.weight.grad is not None

@@ -32,6 +32,7 @@ from vislab.training import RunConfig, fit, positive_int, setup, teardown
 
 from .decode import beam_search, greedy_decode
 from .metrics import exact_match, execution_accuracy
+from .bert import bert_inputs, bert_seq2seq, load_bert
 from .model import BOS, PAD, Seq2Seq, Seq2SeqConfig
 
 MODELS = ("lstm", "attention", "bert-frozen", "bert-finetuned")
@@ -124,13 +125,13 @@ def beam_table(model, data, tgt_vocab, beams, n, alpha) -> list[dict]:
 
 # -------------------------------------------------------------------------------- training
 
-def train_one(name, config, p, data, vocabs, args, dist, out, glove=True):
+def train_one(name, config, p, data, vocabs, args, dist, out, model=None):
+    """Train one model (a Seq2Seq of `config`, or `model` as given) with teacher forcing p."""
     train, dev = data["train"], data["dev"]
     torch.manual_seed(args.seed)
-    model = Seq2Seq(config)
-    note = init_glove(model, args, *vocabs) if glove else ""
-    if note:
-        print(note)
+    if model is None:
+        model = Seq2Seq(config)
+        print(init_glove(model, args, *vocabs))
     dataset = TensorDataset(train.src, train.lengths, train.tgt)
 
     def step(model, batch):
@@ -151,7 +152,7 @@ def train_one(name, config, p, data, vocabs, args, dist, out, glove=True):
     epochs = args.epochs or (30 if args.full else 3)
     run = RunConfig(out / name, epochs, args.batch_size, args.lr, 0.0, resume=args.resume)
     history = fit(model, dataset, step, run, dist, evaluate=evaluate,
-                  meta={"config": asdict(config), "teacher_forcing": p}, seed=args.seed)
+                  meta={"config": asdict(model.config), "teacher_forcing": p}, seed=args.seed)
     if dist.is_main:
         plots.curves(history, out / name / "curves.png", f"{name}, teacher forcing {p}")
     test = scores(predict_greedy(model, data["test"], vocabs[1], dist.device), data["test"])
@@ -196,7 +197,7 @@ def main(args: argparse.Namespace) -> int:
         model, row = train_one("lstm", Seq2SeqConfig(**base, attention=False), main_p, data, vocabs,
                                args, dist, out)
         results.append(row)
-        trained["lstm"] = (model, row)
+        trained["lstm"] = (model, row, data)
     tf_rows = []
     if "attention" in models:
         for p in tfs:
@@ -206,14 +207,23 @@ def main(args: argparse.Namespace) -> int:
             tf_rows.append(row)
             if p == main_p:
                 results.append(row)
-                trained["attention"] = (model, row)
-    for kind in ("bert-frozen", "bert-finetuned"):
-        if kind in models:
-            results.append({"model": kind, "note": bert_note(args)})
+                trained["attention"] = (model, row, data)
+    bert_kinds = [k for k in ("bert-frozen", "bert-finetuned") if k in models]
+    note = bert_note(args) if bert_kinds else None
+    for kind in bert_kinds:
+        if note:
+            results.append({"model": kind, "note": note})
+            continue
+        bert, tokenizer = load_bert(bert_folder(args))
+        bert_data = {s: bert_encoded(records[s], data[s], tokenizer) for s in data}
+        model = bert_seq2seq(bert, Seq2SeqConfig(**base), freeze=kind == "bert-frozen")
+        model, row = train_one(kind, None, main_p, bert_data, vocabs, args, dist, out, model=model)
+        results.append(row)
+        trained[kind] = (model, row, bert_data)
     best = max(trained.values(), key=lambda mr: mr[1]["dev_exact_match"], default=None)
     beam_rows = []
     if best is not None:
-        beam_rows = beam_table(best[0], data["test"], vocabs[1], beams, args.beam_problems, args.alpha)
+        beam_rows = beam_table(best[0], best[2]["test"], vocabs[1], beams, args.beam_problems, args.alpha)
     if dist.is_main:
         report = {"data": source, "models": results, "teacher_forcing": tf_rows,
                   "beam": {"model": best[1]["model"] if best else None, "alpha": args.alpha,
@@ -227,12 +237,25 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def bert_note(args) -> str:
-    path = args.bert or data_root() / "bert-base-uncased"
-    if not path.exists():
+def bert_folder(args) -> Path:
+    return args.bert or data_root() / "bert-base-uncased"
+
+
+def bert_note(args) -> str | None:
+    """Why the BERT rows cannot run here, or None when they can."""
+    path = bert_folder(args)
+    if not (path / "config.json").exists():
         return f"not run: no BERT checkpoint at {path} (a local Hugging Face folder)"
-    return (f"not run: this version of the lab's train.py does not train a BERT encoder yet "
-            f"(checkpoint found at {path})")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return "not run: the transformers library is not installed (pip install -e '.[bert]')"
+    return None
+
+
+def bert_encoded(records, encoded: mathqa.Encoded, tokenizer) -> mathqa.Encoded:
+    src, lengths = bert_inputs(records, tokenizer)
+    return mathqa.Encoded(src, lengths, encoded.tgt, encoded.programs, encoded.numbers, encoded.answers)
 
 
 def markdown(report: dict) -> str:
