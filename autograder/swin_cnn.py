@@ -368,7 +368,8 @@ def shift_diagnoses(tv, x, shift) -> dict:
 def swin_block_matches_torchvision(student, g):
     """With reference window attention and partitioning, the student's SwinBlock equals
     torchvision's SwinTransformerBlock, shifted (shift 2 of window 4) and not shifted, on an
-    8 x 12 map (H != W: the mask is shifted_window_mask(H, W, ...))."""
+    8 x 12 map (H != W: the mask is shifted_window_mask(H, W, ...)); on a 4 x 4 map, one
+    window, the shift argument (0 there) is what counts."""
     dim, heads, ws, B = 8, 2, 4, 2
     for shift in (2, 0):
         tv = tv_swin_block(g, dim, heads, ws, shift)
@@ -381,6 +382,17 @@ def swin_block_matches_torchvision(student, g):
                      diagnoses=shift_diagnoses(tv, x, shift) if shift else None)
         expect_close(got.get("input_grad"), input_grad,
                      f"SwinBlock (shift {shift}): gradient of the input")
+    tv = tv_swin_block(g, dim, heads, ws, 2)  # one window covers a 4 x 4 map: nothing to shift
+    x = torch.randn(B, 4, 4, dim, generator=g)
+    got = student.run(probes.swin_block, dim=dim, num_heads=heads, window_size=ws, shift_size=2,
+                      state=block_state(tv), x=x)
+    with torch.no_grad():
+        want = tv(x.double())
+        shifted = block_variant(tv, x, 2)
+    expect_close(got["out"], want, "SwinBlock output (shift_size 2) on a 4 x 4 map, one window: "
+                 "SwinBlock.attention calls shifted_window_attention with shift 0 there",
+                 diagnoses={"the block's own shift_size used instead of the `shift` argument "
+                            "(the map rolled and masked although one window covers it)": shifted})
 
 
 @lab.check("swin.shifted_window", points=1)

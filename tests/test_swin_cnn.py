@@ -115,6 +115,12 @@ MISTAKES = {
         [("torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))", "torch.roll(x, -shift, dims=1)"),
          ("torch.roll(x, shifts=(shift, shift), dims=(1, 2))", "torch.roll(x, shift, dims=1)")],
         "along H only"),
+    "shifted_window_attention using self.shift_size instead of its argument": (
+        "swin.shifted_window", "swin.py",
+        [("        if shift:\n            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))",
+          "        shift = self.shift_size\n"
+          "        if shift:\n            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))")],
+        "instead of the `shift` argument"),
     "mask that blocks nothing": (
         "swin.shifted_window", "swin.py",
         [("return torch.zeros(same.shape).masked_fill(~same, -100.0)", "return torch.zeros(same.shape)")],
