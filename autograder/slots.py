@@ -10,7 +10,6 @@ returned weights with the reference model below on scenes the probe never sees.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,7 +4,6 @@ matches a maintained implementation (lucidrains' slot-attention package) with co
 import pytest
 import torch
 
-from conftest import grade_task
 
 INIT = """        noise = torch.randn(batch_size, self.num_slots, self.dim,
                             device=self.slots_mu.device, dtype=self.slots_mu.dtype)  # (B, K, D)
@@ -285,3 +284,18 @@ def test_slot_attention_equals_lucidrains_package_with_copied_weights():
     theirs_params = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
         assert torch.allclose(p.grad, theirs_params[NAMES.get(name, name)].grad, atol=1e-10), name
+
+
+def test_training_check_fails_when_the_slots_carry_nothing(make_variant):
+    """The training check can fail: slots zeroed before they leave SlotAttention (the decoder
+    then sees nothing of the scene) leave the held-out MSE at the constant image's."""
+    from vislab.grading import grade, load_lab
+
+    lab = load_lab("slots")
+    folder = make_variant("slots", {"model.py": [(
+        "            slots, attn = self.step(slots, k, v)\n        return slots, attn",
+        "            slots, attn = self.step(slots, k, v)\n        return slots * 0, attn")]})
+    only = type(lab)(lab.name, lab.tasks, [c for c in lab.checks if c.name == "learns_to_reconstruct"])
+    result = grade(only, folder)[0]
+    assert result.status == "failed", result
+    assert "reconstruction MSE" in result.message and "constant image" in result.message
