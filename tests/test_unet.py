@@ -293,6 +293,11 @@ def test_train_options_pick_the_runs_and_refuse_what_does_not_fit():
     assert specs("--trimap")[0]["config"]["num_classes"] == 3
     assert specs("--model", "swin-unet", "--blocks", "1")[0]["config"]["depths"] == (1, 1, 1)
     assert specs("--base", "8", "--depth", "2")[0]["config"]["base"] == 8
+    needs = lambda *argv: train.required_tasks(parser.parse_args(list(argv)))  # noqa: E731
+    assert needs() == {"unet.double_conv", "unet.down", "unet.up", "unet.model", "unet.dice_loss"}
+    assert needs("--model", "swin-unet") == {"unet.double_conv", "unet.up", "unet.dice_loss",
+                                             "unet.swin_encoder"}
+    assert "unet.convnext_encoder" in needs("--model", "convnext-unet")
     for argv, words in ((["--loss", "ce"], "add --trimap"), (["--trimap", "--loss", "bce"], "binary"),
                         (["--model", "convnext-unet", "--down", "conv"], "drop --down")):
         with pytest.raises(UsageError, match=words):

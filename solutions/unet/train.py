@@ -147,6 +147,16 @@ def predict(model, dataset, device, batch_size=64) -> torch.Tensor:
                       for i in range(0, len(x), batch_size)])
 
 
+def required_tasks(args) -> set[str]:
+    """The lab's tasks this run's code calls (`vislab train` checks them before the first
+    epoch): the losses always; the UNet's blocks and forward; for a hybrid, its encoder and the
+    decoder's blocks (DoubleConv, Up)."""
+    needed = {"unet.dice_loss", "unet.double_conv", "unet.up"}
+    if args.model == "unet":
+        return needed | {"unet.down", "unet.model"}
+    return needed | {"unet.swin_encoder" if args.model == "swin-unet" else "unet.convnext_encoder"}
+
+
 # -------------------------------------------------------------------------------- training
 
 def main(args: argparse.Namespace) -> int:
