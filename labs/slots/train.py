@@ -1,7 +1,7 @@
 """Train the lab's Slot Attention autoencoder: `vislab train slots [options]` (see --help).
 
     vislab train slots                            # Tetrominoes at 16 x 16, 4 slots, 20 epochs, CPU
-    vislab train slots --image-size 32 --epochs 30  # 32 x 32 scenes: about 4x the time per step
+    vislab train slots --image-size 32 --epochs 30  # 32 x 32 scenes: about 5x the time per step
     vislab train slots --dataset multi-dsprites --num-slots 5
     vislab train slots --full --device cuda       # CLEVR with masks, 128 px, 11 slots (GPU)
     vislab train slots --full --dataset clevrtex --device cuda
