@@ -383,3 +383,21 @@ def test_heat_map_grids_have_square_panels_and_a_colour_bar(tmp_path, monkeypatc
     assert type(ticks).__name__ == "MaxNLocator" and ticks._integer
     plt = plots.plt
     plt.close("all")
+
+
+def test_finetuning_with_a_frozen_head_says_what_to_fix(tmp_path, monkeypatch, capsys):
+    """A trainable_parameters that leaves the head frozen: one line naming the task, not
+    torch's 'element 0 of tensors does not require grad'."""
+    from conftest import variant
+    from vislab.cli import main
+    monkeypatch.setenv("VISLAB_RUNS", str(tmp_path / "runs"))
+    small = ["--epochs", "1", "--per-class", "4", "--classes", "0-2"]
+    assert main(["train", "vit", "--impl", "solutions", "--out", str(tmp_path / "pre"), *small]) == 0
+    frozen = variant(tmp_path, "vit", {"finetune.py": [(
+        "p.requires_grad_(mode == \"full\" or id(p) in head)", "p.requires_grad_(mode == \"full\")")]})
+    capsys.readouterr()
+    assert main(["train", "vit", "--impl", str(frozen), "--finetune",
+                 str(tmp_path / "pre" / "checkpoint.pt"), "--finetune-mode", "head",
+                 "--out", str(tmp_path / "ft"), *small]) == 2
+    err = capsys.readouterr().err
+    assert "vit.finetune" in err and "Traceback" not in err, err

@@ -157,7 +157,11 @@ def main(args: argparse.Namespace) -> int:
         model, kind, config = source
         model = replace_head(model, len(classes))
         config = {**config, "num_classes": len(classes)}
-        params = trainable_parameters(model, args.finetune_mode)
+        params = list(trainable_parameters(model, args.finetune_mode))
+        if not any(p.requires_grad for p in params):
+            raise UsageError(f"trainable_parameters(model, {args.finetune_mode!r}) returned no "
+                             f"parameter with requires_grad=True, so nothing would train: the "
+                             f"head at least must train (finetune.py, TODO vit.finetune)")
     elif args.model == "vit":
         kind = "vit"
         config = asdict(FULL if args.full else SMALL) | {"num_classes": len(classes),
