@@ -116,6 +116,19 @@ def build_model(lab, config, state):
     return load_weights(m, state, "Seq2Seq")
 
 
+def _number(value, what):
+    """A Python float from a number, a one-element tensor or a numpy scalar."""
+    if isinstance(value, bool):
+        raise ProbeFailed(f"{what} must return a number, got a bool")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    if type(value).__module__ == "numpy" and getattr(value, "size", 0) == 1:
+        return float(value.item())
+    raise ProbeFailed(f"{what} must return a number, got {type(value).__name__}")
+
+
 def _pair(value, what):
     if type(value) not in (tuple, list) or len(value) != 2:
         raise ProbeFailed(f"{what} must return a pair, got {type(value).__name__}")
@@ -193,14 +206,13 @@ def beam(lab, config, state, src, lengths, beam_size, max_len, alpha):
                           "beam_search")
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.tolist()
-    if isinstance(score, torch.Tensor):
-        score = score.item()
-    return {"tokens": tokens, "score": score}
+    return {"tokens": tokens, "score": _number(score, "beam_search's score")}
 
 
 def metrics(lab, predicted, gold, numbers, answers, rel_tol):
-    return {"exact": lab.metrics.exact_match(predicted, gold),
-            "execution": lab.metrics.execution_accuracy(predicted, numbers, answers, rel_tol)}
+    return {"exact": _number(lab.metrics.exact_match(predicted, gold), "exact_match"),
+            "execution": _number(lab.metrics.execution_accuracy(predicted, numbers, answers, rel_tol),
+                                 "execution_accuracy")}
 
 
 def train_model(lab, config, src, lengths, tgt, seed, steps, batch_size, lr, p):

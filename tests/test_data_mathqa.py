@@ -119,3 +119,10 @@ def test_the_real_files_are_read_from_data_root_and_named_when_absent(tmp_path, 
     with pytest.raises(FileExistsError):
         mathqa.write_json(records, path)
     assert json.loads(path.read_text()) == records
+
+
+def test_records_with_operations_outside_the_executor_are_left_out():
+    good = mathqa.generate(3, seed=0)
+    bad = {**good[0], "linear_formula": "volume_cone(n0,n1)|"}
+    kept, dropped = mathqa.usable(good + [bad])
+    assert kept == good and dropped == 1

@@ -242,3 +242,13 @@ def test_bert_encoder_with_a_tiny_random_bert():
         bert_grads = [p.grad for p in model.encoder.bert.parameters()]
         assert all(g is None for g in bert_grads) if freeze else any(g is not None for g in bert_grads)
         assert model.encoder.bridge_h.weight.grad is not None
+
+
+def test_train_options_and_missing_mathqa_are_one_line(tmp_path, monkeypatch, capsys):
+    from vislab.cli import main
+    monkeypatch.setenv("VISLAB_DATA", str(tmp_path / "nothing"))
+    assert main(["train", "seq2seq", "--impl", "solutions", "--tf", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "--tf: probabilities must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["train", "seq2seq", "--impl", "solutions", "--full", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "MathQA.zip from https://math-qa.github.io/" in err and "Traceback" not in err

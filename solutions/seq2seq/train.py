@@ -63,7 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_splits(full: bool):
     if full:
-        return {s: mathqa.load_mathqa(s) for s in mathqa.SPLITS}, "MathQA"
+        splits = {}
+        for s in mathqa.SPLITS:
+            splits[s], dropped = mathqa.usable(mathqa.load_mathqa(s))
+            if dropped:
+                print(f"MathQA {s}: {dropped} problems left out (their programs use operations "
+                      f"outside vislab.data.mathqa.OPERATIONS)")
+        return splits, "MathQA"
     return {s: mathqa.generated(s) for s in mathqa.SPLITS}, "generated MathQA-style problems"
 
 

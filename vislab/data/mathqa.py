@@ -432,3 +432,16 @@ def decode_program(ids, tgt_vocab: Vocab) -> str:
         return program_from_tokens(tokens)
     except ProgramError:
         return ""
+
+
+def usable(records: list[dict]) -> tuple[list[dict], int]:
+    """The records whose linear_formula parses with this executor's operations (the real MathQA
+    uses more than OPERATIONS holds), and how many were left out."""
+    kept = []
+    for r in records:
+        try:
+            parse_program(r["linear_formula"])
+        except (ProgramError, KeyError, TypeError):
+            continue
+        kept.append(r)
+    return kept, len(records) - len(kept)
