@@ -7,7 +7,6 @@ task's (a Down calls a DoubleConv, the UNet calls Down and Up), the probe puts a
 from torch modules with the grader's weights in its place, so that one unfinished task does not
 cost the next its points. Nothing here is secret.
 """
-import contextlib
 
 import torch
 import torch.nn as nn
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.models.convnext import CNBlock
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
-from vislab.probing import ProbeFailed, gradients, load_weights, returned
+from vislab.probing import ProbeFailed, gradients, load_weights, replaced, returned
 
 
 def _shapes(module: nn.Module) -> dict:
@@ -48,22 +47,6 @@ def _run(module, inputs: list, grad_out, what: str) -> dict:
 
 
 # ------------------------------------------------------------------ reference stand-ins
-
-@contextlib.contextmanager
-def _replaced(module, **values):
-    """Put reference classes in place of the student's in `module` while the probe runs."""
-    old = {name: getattr(module, name) for name in values if hasattr(module, name)}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name in values:
-            if name in old:
-                setattr(module, name, old[name])
-            else:
-                delattr(module, name)
-
 
 class _DoubleConv(nn.Module):
     """(conv -> BatchNorm -> ReLU) x 2 from torch modules, standing in for the lab's DoubleConv
@@ -193,7 +176,7 @@ def model(lab, config, state, x, grad_out=None, own_parts=False, train=False):
     if own_parts:
         m = lab.unet.UNet(lab.unet.UNetConfig(**config))
     else:
-        with _replaced(lab.unet, DoubleConv=_DoubleConv, Down=_Down, Up=_Up):
+        with replaced(lab.unet, DoubleConv=_DoubleConv, Down=_Down, Up=_Up):
             m = lab.unet.UNet(lab.unet.UNetConfig(**config))
         for i, block in enumerate(m.ups if isinstance(m.ups, nn.ModuleList) else []):
             block.name = f"ups.{i}"
@@ -338,7 +321,7 @@ def _features(m, x, grad_outs, what):
 
 def hybrid(lab, config, state, x):
     """The student's whole HybridUNet (own encoder, given blocks, own Up blocks), eval mode."""
-    with _replaced(lab.hybrid, DoubleConv=_DoubleConv, Up=_Up):  # the decoder is unet.up's
+    with replaced(lab.hybrid, DoubleConv=_DoubleConv, Up=_Up):  # the decoder is unet.up's
         m = lab.hybrid.HybridUNet(lab.hybrid.HybridConfig(**config))
     load_weights(m, state, "HybridUNet")
     with torch.no_grad():

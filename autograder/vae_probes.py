@@ -6,28 +6,11 @@ Where the student's code calls another task's function (the model calls reparame
 ELBO calls kl_to_standard_normal), the probe puts a reference in for it, so that an unfinished
 task does not cost the next one its points.
 """
-import contextlib
 
 import torch
 import torch.nn.functional as F
 
-from vislab.probing import ProbeFailed, load_weights, returned
-
-
-@contextlib.contextmanager
-def _replaced(module, **values):
-    """Put reference functions in place of the student's in `module` while the probe runs."""
-    old = {name: getattr(module, name) for name in values if hasattr(module, name)}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name in values:
-            if name in old:
-                setattr(module, name, old[name])
-            else:
-                delattr(module, name)
+from vislab.probing import ProbeFailed, load_weights, replaced, returned
 
 
 def _kl(mu, logvar):
@@ -97,7 +80,7 @@ def log_likelihood(lab, x, decoded, likelihood, sigma):
 def elbo(lab, x, decoded, mu, logvar, likelihood, sigma):
     """The student's elbo with the reference KL in place of theirs; its value and gradients."""
     decoded, mu, logvar = (t.clone().requires_grad_() for t in (decoded, mu, logvar))
-    with _replaced(lab.losses, kl_to_standard_normal=_kl):
+    with replaced(lab.losses, kl_to_standard_normal=_kl):
         out = returned(lab.losses.elbo(x, decoded, mu, logvar, likelihood, sigma), "elbo")
     result = {"out": out}
     if out.requires_grad and out.numel() == 1:
@@ -127,7 +110,7 @@ def _vae(lab, config, state):
 def model_parts(lab, config, state, x, z, eps):
     """posterior(x), encode(x) twice (train mode), decode(z); reparameterize uses eps."""
     m = _vae(lab, config, state).train()
-    with torch.no_grad(), _replaced(lab.model, reparameterize=_with_eps(eps)):
+    with torch.no_grad(), replaced(lab.model, reparameterize=_with_eps(eps)):
         post = m.posterior(x)
         if not isinstance(post, (tuple, list)) or len(post) != 2:
             raise ProbeFailed("VAE.posterior must return (mu, logvar)")
@@ -144,7 +127,7 @@ def model_forward(lab, config, state, x, eps, grad_out):
     """forward(x) with the grader's noise; the gradients of <decoded, grad_out> + <mu, 1> +
     <logvar, 1> for every parameter."""
     m = _vae(lab, config, state).train()
-    with _replaced(lab.model, reparameterize=_with_eps(eps)):
+    with replaced(lab.model, reparameterize=_with_eps(eps)):
         out = m(x)
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise ProbeFailed("VAE.forward must return (decoded, mu, logvar)")
@@ -164,7 +147,7 @@ def train_vae(lab, config, x_train, seed, epochs, batch_size, lr):
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     steps = len(x_train) // batch_size
     m.train()
-    with _replaced(lab.model, reparameterize=_fresh):
+    with replaced(lab.model, reparameterize=_fresh):
         for _ in range(epochs):
             order = torch.randperm(len(x_train))
             for i in range(steps):
@@ -240,7 +223,7 @@ def cvae(lab, config, state, num_classes, condition, embed_dim, x, y, z, y_other
     """posterior, encode, decode with two labels, forward with the grader's noise, and the
     gradients of <decoded, grad_out> + sum(mu) + sum(logvar) for every parameter."""
     m = _cvae(lab, config, state, num_classes, condition, embed_dim).train()
-    with _replaced(lab.model, reparameterize=_with_eps(eps)):
+    with replaced(lab.model, reparameterize=_with_eps(eps)):
         with torch.no_grad():
             post = m.posterior(x, y)
             if not isinstance(post, (tuple, list)) or len(post) != 2:
