@@ -90,6 +90,8 @@ def test_warmup_cosine_schedule():
     f = warmup_cosine(10, 110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12)
+    g = warmup_cosine(10, 110, constant=True)  # the same warm-up, then no decay
+    assert g(0) == pytest.approx(0.1) and g(60) == g(110) == 1.0
 
 
 DDP_SCRIPT = """

@@ -46,6 +46,7 @@ class RunConfig:
     resume: bool = False
     workers: int = 0          # DataLoader processes: for data decoded per item (image files)
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9), as some course set-ups prescribe
+    schedule: str = "cosine"  # after the warm-up: cosine decay to 0, or "constant"
 
 
 @dataclass
@@ -112,11 +113,14 @@ def autocast(dist: Dist):
     return contextlib.nullcontext()
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor: linear from ~0 to 1 over the warm-up, then cosine down to 0."""
+def warmup_cosine(warmup_steps: int, total_steps: int, constant: bool = False) -> Callable[[int], float]:
+    """Learning-rate factor: linear from ~0 to 1 over the warm-up, then cosine down to 0 (or,
+    with `constant`, 1 to the end)."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if constant:
+            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return factor
@@ -218,7 +222,7 @@ def fit(model: nn.Module, train_set: Dataset, step: Callable, run: RunConfig, di
                         persistent_workers=run.workers > 0)
     total = run.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(max(1, int(run.warmup * total)), total))
+        optimizer, warmup_cosine(max(1, int(run.warmup * total)), total, run.schedule == "constant"))
 
     history, start_epoch = [], 1
     checkpoint = out / "checkpoint.pt"

@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="peak learning rate (default 3e-3 for the UNet, 1e-3 for the hybrids)")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="the learning rate after the warm-up: cosine decay to 0 (default) or constant")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -194,7 +196,8 @@ def train_one(args, spec: dict, out: Path) -> dict:
 
     epochs = args.epochs or (30 if args.full else 10)
     lr = args.lr or (3e-3 if spec["kind"] == "unet" else 1e-3)
-    run = RunConfig(out, epochs, args.batch_size, lr, args.weight_decay, resume=args.resume)
+    run = RunConfig(out, epochs, args.batch_size, lr, args.weight_decay, resume=args.resume,
+                    schedule=args.schedule)
     size = tuple(train_set.tensors[0].shape[-2:])
     if dist.is_main:
         n_params = sum(p.numel() for p in model.parameters())
