@@ -197,7 +197,7 @@ def decoder_inputs(g, c, B=3):
     src, lengths = batch(g, c, [5, 2, 4][:B] if B > 1 else [3])
     state = random_state(c, g)
     dec_state = probes.sub_state(state, "decoder.")
-    token = torch.randint(0, c["tgt_vocab"], (len(src),), generator=g)
+    token = torch.randint(1, c["tgt_vocab"], (len(src),), generator=g)  # not PAD (padding_idx: no gradient)
     h, cc = torch.randn(len(src), c["dec_hidden"], generator=g), torch.randn(len(src), c["dec_hidden"], generator=g)
     enc_out = torch.randn(len(src), src.shape[1], 2 * c["enc_hidden"], generator=g)
     return state, dec_state, token, h, cc, enc_out, mask_of(src, lengths)
@@ -509,42 +509,55 @@ def as_tokens(value, what):
     return value
 
 
-@lab.check("seq2seq.beam_search", points=2, timeout=20)
-def beam_search_is_exhaustive_when_wide(student, g):
-    """With a beam as wide as every hypothesis of a tiny model (5 tokens, 4 steps), beam search
-    returns the sequence of best normalised score found by exhaustive search, and its score; the
-    model is drawn so that the best sequence without normalisation, and the best one that never
-    finishes, are different ones."""
+def wide_beam_case(g, wanted: str, scale: float, eos_bias: float):
+    """A tiny model and problem whose exhaustive best sequence (normalised, alpha 1) differs from
+    the best without normalisation ('normalised'), or is a finished one that differs from the
+    best never-finished one ('finished'); drawn from `g` until it does (each draw succeeds in
+    about half the cases)."""
     c, L, alpha = TINY, 4, 1.0
-    V = c["tgt_vocab"]
     for _ in range(60):
-        state = random_state(c, g, scale=1.2)
+        state = random_state(c, g, scale=scale)
+        state["decoder.out.bias"][EOS] += eos_bias
         src, lengths = batch(g, c, [int(torch.randint(1, 5, (1,), generator=g))])
-        ref = reference(c, state)
-        complete = exhaustive(ref, src, lengths, L)
+        complete = exhaustive(reference(c, state), src, lengths, L)
         best = max(complete, key=lambda s: score_of(s[1], len(s[0]), alpha))
         raw = max(complete, key=lambda s: s[1])
         unfinished = max((s for s in complete if s[0][-1] != EOS), key=lambda s: s[1])
-        if best[0] != raw[0] and best[0] != unfinished[0] and best[0][-1] == EOS:
-            break
+        if (wanted == "normalised" and best[0] != raw[0]) or (
+                wanted == "finished" and best[0][-1] == EOS and best[0] != unfinished[0]):
+            return state, src, lengths, best, raw, unfinished
+    raise RuntimeError(f"no tiny model with a distinguishing '{wanted}' case in 60 draws")
+
+
+@lab.check("seq2seq.beam_search", points=2, timeout=20)
+def beam_search_is_exhaustive_when_wide(student, g):
+    """With a beam as wide as every hypothesis of a tiny model (5 tokens, 4 steps), beam search
+    returns the sequence of best normalised score found by exhaustive search, and its score; on
+    two models drawn so that the best sequence without normalisation, and then the best one
+    that never finishes, are different ones."""
+    c, L, alpha = TINY, 4, 1.0
+    V = c["tgt_vocab"]
     width = V * (V - 1) ** (L - 1)
-    got = student.run(probes.beam, config=c, state=state, src=src, lengths=lengths, beam_size=width,
-                      max_len=L, alpha=alpha)
-    tokens = as_tokens(got["tokens"], "beam_search")
-    if tokens == raw[0]:
-        expect(False, f"beam search (beam {width}, alpha {alpha}) returned {tokens}, the sequence of "
-                      f"highest total log-probability, instead of {best[0]}, the best normalised "
-                      f"score: no length normalisation (divide by len**alpha), so short ones win",
-               "no length normalisation")
-    if tokens == unfinished[0]:
-        expect(False, f"beam search returned {tokens}, which never finished, instead of {best[0]}: "
-                      f"finished hypotheses (ending in EOS) were dropped; keep them", "finished hypotheses dropped")
-    expect(tokens == best[0], f"beam search (beam {width} >= every hypothesis, alpha {alpha}) returned "
-                              f"{tokens}, expected {best[0]}, the exhaustive search's best")
-    want = score_of(best[1], len(best[0]), alpha)
-    expect(isinstance(got["score"], float) and abs(got["score"] - want) <= 1e-4 * (1 + abs(want)),
-           f"beam search's score {got['score']} should be the normalised log-probability {want:.6f} "
-           f"(sum of log-softmax / len**alpha, EOS counted)")
+    for wanted, scale, eos_bias in (("normalised", 0.8, 0.5), ("finished", 1.2, 1.0)):
+        state, src, lengths, best, raw, unfinished = wide_beam_case(g, wanted, scale, eos_bias)
+        got = student.run(probes.beam, config=c, state=state, src=src, lengths=lengths, beam_size=width,
+                          max_len=L, alpha=alpha)
+        tokens = as_tokens(got["tokens"], "beam_search")
+        if tokens == raw[0] and raw[0] != best[0]:
+            expect(False, f"beam search (beam {width}, alpha {alpha}) returned {tokens}, the sequence of "
+                          f"highest total log-probability, instead of {best[0]}, the best normalised "
+                          f"score: no length normalisation (divide by len**alpha), so short ones win",
+                   "no length normalisation")
+        if tokens == unfinished[0] and unfinished[0] != best[0]:
+            expect(False, f"beam search returned {tokens}, which never finished, instead of {best[0]}: "
+                          f"finished hypotheses (ending in EOS) were dropped; keep them",
+                   "finished hypotheses dropped")
+        expect(tokens == best[0], f"beam search (beam {width} >= every hypothesis, alpha {alpha}) "
+                                  f"returned {tokens}, expected {best[0]}, the exhaustive search's best")
+        want = score_of(best[1], len(best[0]), alpha)
+        expect(abs(got["score"] - want) <= 1e-4 * (1 + abs(want)),
+               f"beam search's score {got['score']} should be the normalised log-probability {want:.6f} "
+               f"(sum of log-softmax / len**alpha, EOS counted)")
 
 
 @lab.check("seq2seq.beam_search", points=1)
@@ -561,7 +574,7 @@ def beam_one_is_greedy(student, g):
         want_score, want = reference_beam(ref, src, lengths, 1, 6, 0.5)
         tokens = as_tokens(got["tokens"], "beam_search")
         expect(tokens == want, f"beam search with beam 1 returned {tokens}, greedy decoding gives {want}")
-        expect(isinstance(got["score"], float) and abs(got["score"] - want_score) <= 1e-4 * (1 + abs(want_score)),
+        expect(abs(got["score"] - want_score) <= 1e-4 * (1 + abs(want_score)),
                f"beam 1's score {got['score']} should be {want_score:.6f} (log-prob / len**0.5)")
 
 
@@ -581,7 +594,7 @@ def beam_matches_reference(student, g):
         expect(tokens == want, f"beam search (beam {beam_size}, alpha {alpha}) returned {tokens}, "
                                f"expected {want} (keep the beam_size best extensions over all active "
                                f"hypotheses by total log-probability; finished ones leave the beam)")
-        expect(isinstance(got["score"], float) and abs(got["score"] - want_score) <= 1e-4 * (1 + abs(want_score)),
+        expect(abs(got["score"] - want_score) <= 1e-4 * (1 + abs(want_score)),
                f"beam search's score {got['score']} should be {want_score:.6f}")
 
 

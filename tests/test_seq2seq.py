@@ -252,3 +252,28 @@ def test_train_options_and_missing_mathqa_are_one_line(tmp_path, monkeypatch, ca
     assert main(["train", "seq2seq", "--impl", "solutions", "--full", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "MathQA.zip from https://math-qa.github.io/" in err and "Traceback" not in err
+
+
+def test_glove_rows_initialise_the_embeddings_and_a_missing_file_is_one_line(tmp_path):
+    import argparse
+
+    import torch
+
+    from vislab import SOLUTIONS_DIR
+    from vislab.data import mathqa
+    from vislab.impl import import_lab
+
+    lab = import_lab(SOLUTIONS_DIR / "seq2seq")
+    sv, tv = mathqa.Vocab(["the", "shop", "n0"]), mathqa.Vocab(["add", "n0"])
+    model = lab.model.Seq2Seq(lab.model.Seq2SeqConfig(src_vocab=len(sv), tgt_vocab=len(tv), emb_dim=3))
+    glove = tmp_path / "glove.6B.3d.txt"
+    glove.write_text("the 0.1 0.2 0.3\nadd 1 2 3\nshop 4 5\nzebra 7 8 9\n")  # shop: wrong width, skipped
+    before = model.encoder.embedding.weight.detach().clone()
+    note = lab.train.init_glove(model, argparse.Namespace(glove=glove, emb_dim=3), sv, tv)
+    assert str(glove) in note
+    enc, dec = model.encoder.embedding.weight, model.decoder.embedding.weight
+    torch.testing.assert_close(enc[sv.stoi["the"]], torch.tensor([0.1, 0.2, 0.3]))
+    torch.testing.assert_close(dec[tv.stoi["add"]], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(enc[sv.stoi["shop"]], before[sv.stoi["shop"]])
+    missing = lab.train.init_glove(model, argparse.Namespace(glove=tmp_path / "no.txt", emb_dim=3), sv, tv)
+    assert "no " in missing and "random embeddings" in missing and "\n" not in missing
