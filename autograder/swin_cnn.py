@@ -20,7 +20,7 @@ from torchvision.models.swin_transformer import (PatchMerging, ShiftedWindowAtte
                                                  shifted_window_attention)
 
 from vislab.grading import (CheckFailed, Lab, expect, expect_close, expect_gradients,
-                            expect_shape, expect_tensor)
+                            expect_not_in_source, expect_shape, expect_tensor)
 from vislab.probing import StudentError
 
 from . import swin_cnn_probes as probes
@@ -1079,7 +1079,9 @@ def bn_reference(state, inputs, train, grad_out=None, eps=1e-5, momentum=0.1):
 @lab.check("norms", points=2)
 def batchnorm_matches_torch(student, g):
     """BatchNorm equals torch.nn.BatchNorm2d: training outputs (batch statistics over B, H, W),
-    running statistics after two steps, evaluation outputs, gradients through the statistics."""
+    running statistics after two steps, evaluation outputs, gradients through the statistics;
+    norms.py calls none of torch's norm functions and does not switch the probe's guard off
+    (read from the source by the grader)."""
     C = C_NORM
     state = affine_state(g, running_mean=0.3 * torch.randn(C, generator=g),
                          running_var=0.5 + torch.rand(C, generator=g))
@@ -1151,6 +1153,7 @@ def batchnorm_matches_torch(student, g):
                             "variance": affine((x3.double() - rm) / (rvar.sqrt() + EPS), state),
                             "self.eps ignored in evaluation mode":
                                 affine((x3.double() - rm) / (rvar + 1e-5).sqrt(), state)})
+    expect_not_in_source(student, ["norms.py"], probes.NORM_BUILTINS, "norms")
 
 
 BN_RIGHT = ("BatchNorm's statistics are over (B, H, W) for each channel: x.mean(dim=(0, 2, 3)) "

@@ -7,7 +7,6 @@ the probe substitutes a reference for the other task (torchvision's blocks, or a
 function put in place of the student's for the duration of the probe), so that one unfinished
 task does not cost the next one its points. Nothing here is secret.
 """
-import contextlib
 from functools import partial
 
 import torch
@@ -17,27 +16,11 @@ from torchvision.models.swin_transformer import (PatchMerging, ShiftedWindowAtte
                                                  SwinTransformerBlock)
 
 from vislab.probing import (Forbid, ProbeFailed, forward_backward, gradients, load_weights,
-                            returned, train_classifier)
+                            replaced, returned, train_classifier)
 
 NORM_BUILTINS = {"batch_norm", "instance_norm", "layer_norm", "group_norm", "native_batch_norm",
                  "native_layer_norm", "native_group_norm", "_native_batch_norm_legit",
                  "_batch_norm_impl_index", "batch_norm_update_stats"}
-
-
-@contextlib.contextmanager
-def _replaced(module, **values):
-    """Put reference functions in place of the student's in `module` while the probe runs."""
-    old = {name: getattr(module, name) for name in values if hasattr(module, name)}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name in values:
-            if name in old:
-                setattr(module, name, old[name])
-            else:
-                delattr(module, name)
 
 
 # ------------------------------------------------------------------ reference stand-ins
@@ -127,7 +110,7 @@ def window_attention(lab, dim, window_size, num_heads, state, x, mask=None, grad
 # ---------------------------------------------------------------------- swin.shifted_window
 
 def window_mask(lab, H, W, window_size, shift_size):
-    with _replaced(lab.swin, window_partition=_partition, window_reverse=_reverse):
+    with replaced(lab.swin, window_partition=_partition, window_reverse=_reverse):
         return returned(lab.swin.shifted_window_mask(H, W, window_size, shift_size),
                         "shifted_window_mask")
 
@@ -142,7 +125,7 @@ def swin_block(lab, dim, num_heads, window_size, shift_size, state, x, grad_out=
     if own_parts:
         return forward_backward(m, x, grad_out, "SwinBlock")
     m.attn = _WindowAttention(state, "attn.", window_size, num_heads)
-    with _replaced(lab.swin, window_partition=_partition, window_reverse=_reverse):
+    with replaced(lab.swin, window_partition=_partition, window_reverse=_reverse):
         return forward_backward(m, x, grad_out, "SwinBlock")
 
 
@@ -202,7 +185,7 @@ def train_swin(lab, config, x_train, y_train, seed, epochs, batch_size, lr):
     never sees."""
     torch.manual_seed(seed)
     m = lab.swin.Swin(lab.swin.SwinConfig(**config))
-    train_classifier(m, "Swin", x_train, y_train, x_train[:1], epochs, batch_size, lr)
+    train_classifier(m, "Swin", x_train, y_train, epochs, batch_size, lr)
     return {k: v for k, v in m.state_dict().items()}
 
 

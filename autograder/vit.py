@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vision_transformer import EncoderBlock, MLPBlock, VisionTransformer
 
-from vislab.grading import Lab, expect, expect_close, expect_gradients, expect_shape
+from vislab.grading import (Lab, expect, expect_close, expect_gradients, expect_not_in_source,
+                            expect_shape)
 
 from . import vit_probes as probes
 
@@ -326,6 +327,10 @@ def attention_matches_multihead_attention(student, g):
         want = ref(x.double(), x.double(), x.double(), need_weights=False)[0]
         expect_close(got, want.detach(), f"Attention output for x of shape {(B, N, c['dim'])}",
                      diagnoses=attention_diagnoses(x, state, c["num_heads"]))
+    # The guard in the probe (a torch function mode) runs in the student's process, which can
+    # switch it off: the grader reads the source itself.
+    expect_not_in_source(student, ["model.py"], probes.ATTENTION_BUILTINS | {"MultiheadAttention"},
+                         "vit.attention")
 
 
 @lab.check("vit.attention", points=1)

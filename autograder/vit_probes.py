@@ -129,7 +129,7 @@ def train_model(lab, config, x_train, y_train, seed, epochs, batch_size, lr):
     never sees."""
     torch.manual_seed(seed)
     m = lab.model.ViT(lab.model.ViTConfig(**config))
-    train_classifier(m, "ViT", x_train, y_train, x_train[:1], epochs, batch_size, lr)
+    train_classifier(m, "ViT", x_train, y_train, epochs, batch_size, lr)
     return {k: v for k, v in m.state_dict().items()}
 
 

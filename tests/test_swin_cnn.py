@@ -228,6 +228,14 @@ MISTAKES = {
         [(BN_OUT, "        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, "
                   "self.weight, self.bias, self.training, self.momentum, self.eps)")],
         "called batch_norm"),
+    "LayerNorm calling F.group_norm with the guard switched off": (
+        "norms", "norms.py",
+        [("        return _affine(xc * torch.rsqrt(var + self.eps), self.weight, self.bias)\n"
+          "        ### END SOLUTION\n\n\nclass GroupNorm",
+          "        with torch._C.DisableTorchFunction():\n"
+          "            return torch.nn.functional.group_norm(x, 1, self.weight, self.bias, self.eps)\n"
+          "        ### END SOLUTION\n\n\nclass GroupNorm")],
+        "without switching off the grader's guard; found norms.py:"),
     "InstanceNorm with batch statistics": (
         "norms", "norms.py",
         [("xc = x - x.mean(dim=(2, 3), keepdim=True)                # (B, C, H, W)",

@@ -56,6 +56,13 @@ MISTAKES = {
     "heads merged without transposing": (
         "vit.attention", "model.py", "(attn @ v).transpose(1, 2).reshape(B, N, D)",
         "(attn @ v).reshape(B, N, D)", "merged by reshaping"),
+    "switches the guard off and calls scaled_dot_product_attention": (
+        "vit.attention", "model.py", "        attn = attn.softmax(dim=-1)\n"
+        "        out = (attn @ v).transpose(1, 2).reshape(B, N, D)           # (B, N, D)",
+        "        with torch._C.DisableTorchFunction():\n"
+        "            out = F.scaled_dot_product_attention(q, k, v)\n"
+        "        out = out.transpose(1, 2).reshape(B, N, D)",
+        "without switching off the grader's guard; found model.py:"),
     "calls scaled_dot_product_attention": (
         "vit.attention", "model.py", "out = (attn @ v).transpose(1, 2).reshape(B, N, D)",
         "out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D)",
