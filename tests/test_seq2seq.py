@@ -58,6 +58,12 @@ MISTAKES = {
     "decoder output from [context; h']": (
         "seq2seq.decoder_step", "model.py", "self.out(torch.cat([h, context], dim=-1))",
         "self.out(torch.cat([context, h], dim=-1))", "[context; h']"),
+    "decoder context from the new hidden state": (
+        "seq2seq.decoder_step", "model.py",
+        "        return self.out(torch.cat([h, context], dim=-1)), (h, c), weights   # (B, V)\n",
+        "        context, weights = self.attention(h, enc_out, mask)\n"
+        "        return self.out(torch.cat([h, context], dim=-1)), (h, c), weights\n",
+        "context taken from the new hidden state"),
     "decoder without attention returns weights of zeros": (
         "seq2seq.decoder_step", "model.py", "return self.out(h), (h, c), None",
         "return self.out(h), (h, c), torch.zeros(len(h))", "must return None"),
