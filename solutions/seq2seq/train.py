@@ -288,7 +288,14 @@ def markdown(report: dict) -> str:
 
 
 def required_tasks(args) -> set[str]:
-    """Every task: training uses the model and teacher forcing, evaluation greedy decoding and
-    the metrics, the beam table beam search."""
-    return {"seq2seq.encoder", "seq2seq.attention", "seq2seq.decoder_step", "seq2seq.teacher_forcing",
-            "seq2seq.greedy", "seq2seq.beam_search", "seq2seq.metrics"}
+    """The tasks this run calls: training the model and teacher forcing, evaluation greedy
+    decoding and the metrics, the beam table beam search; attention unless only the LSTM
+    without attention trains; the Bi-LSTM encoder unless only BERT models train."""
+    models = {m.strip() for m in args.models.split(",") if m.strip()}
+    needed = {"seq2seq.decoder_step", "seq2seq.teacher_forcing", "seq2seq.greedy",
+              "seq2seq.beam_search", "seq2seq.metrics"}
+    if models - {"lstm"}:
+        needed.add("seq2seq.attention")
+    if models & {"lstm", "attention"}:
+        needed.add("seq2seq.encoder")
+    return needed
