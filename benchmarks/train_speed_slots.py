@@ -1,5 +1,5 @@
 """Training speed of the Slot Attention lab's reference SlotAttention against lucidrains'
-`slot-attention` package (PyPI: slot-attention; `pip install -e .[slots-reference]`), same
+`slot-attention` package (PyPI: slot-attention; in the `dev` extra, `pip install -e .[dev]`), same
 sizes, copied weights.
 
     python benchmarks/train_speed_slots.py [--repeats 5]
