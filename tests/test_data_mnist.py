@@ -33,9 +33,9 @@ def test_missing_full_mnist_says_where_to_put_it(tmp_path):
 def test_train_full_runs_on_mnist_files(tmp_path, monkeypatch, capsys):
     """`vislab train vit --full` (the larger ViT) reads full MNIST through the real loader."""
     monkeypatch.setenv("VISLAB_DATA", str(make_mnist_fixture(tmp_path / "data")))
-    assert main(["train", "vit", "--full", "--epochs", "1", "--per-class", "20",
+    assert main(["train", "vit", "--impl", "solutions", "--full", "--epochs", "1", "--per-class", "20",
                  "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "on MNIST digits" in out and "(200 train / 1000 test images)" in out
+    assert "on MNIST classes" in out and "(200 train / 1000 test images)" in out
     meta = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["meta"]
     assert meta["config"]["dim"] == 192 and meta["config"]["depth"] == 6
