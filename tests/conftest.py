@@ -30,6 +30,12 @@ def grade_task(lab: str, folder: Path, task: str) -> dict:
     return rows[0]
 
 
+def by_task(cases: dict) -> list:
+    """Each case tagged with its task: `pytest -m task` selects, `-k vit.attention` filters."""
+    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
+            for name, case in cases.items()]
+
+
 @pytest.fixture
 def make_variant(tmp_path):
     return lambda lab, edits: variant(tmp_path, lab, edits)

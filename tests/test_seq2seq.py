@@ -2,7 +2,7 @@
 helps, and correct code written differently gets full marks."""
 import pytest
 
-from conftest import grade_task
+from conftest import by_task, grade_task
 
 PACK = """        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, c) = self.lstm(packed)                                      # h, c: (2, B, H_e)
@@ -106,10 +106,6 @@ MISTAKES = {
         "execution_accuracy with rel_tol"),
 }
 
-
-def by_task(cases: dict) -> list:
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ message that helps, correct code written differently gets full marks; and the la
 matches a maintained implementation (lucidrains' slot-attention package) with copied weights."""
 import pytest
 import torch
+from conftest import by_task
 
 
 INIT = """        noise = torch.randn(batch_size, self.num_slots, self.dim,
@@ -115,12 +116,6 @@ MISTAKES = {
         "members[c][torch.randint(len(members[c]), (1,), generator=generator)]", "members[c][:1]",
         "not always the same one"),
 }
-
-
-def by_task(cases: dict) -> list:
-    """Each case tagged with its task: `pytest -m task` selects, `-k slots.attention` filters."""
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 def grade_fast(folder, task):

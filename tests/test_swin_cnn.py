@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import variant
+from conftest import by_task, variant
 from vislab import LABS_DIR, SOLUTIONS_DIR
 from vislab.cli import main
 from vislab.grading import grade, load_lab, summarize
@@ -29,11 +29,6 @@ def grade_task(folder, task, skip_training=True) -> dict:
     rows = summarize(lab, grade(lab, folder, task))
     assert len(rows) == 1
     return rows[0]
-
-
-def by_task(cases: dict) -> list:
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 # -------------------------------------------------------------------- plausible mistakes

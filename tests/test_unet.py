@@ -4,7 +4,7 @@ trimap option of the pets loader, the layer table, the given encoders."""
 import pytest
 import torch
 
-from conftest import grade_task
+from conftest import by_task, grade_task
 from vislab import SOLUTIONS_DIR
 from vislab.grading import Lab, grade, load_lab, summarize
 
@@ -127,11 +127,6 @@ MISTAKES = {
          "                x = self.downsamples[i](x)\n"
          "            features.append(x)\n")], "after the downsampling"),
 }
-
-
-def by_task(cases: dict) -> list:
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 @pytest.mark.parametrize("name", by_task(MISTAKES))

@@ -2,7 +2,7 @@
 helps, and correct code written differently gets full marks."""
 import pytest
 
-from conftest import variant
+from conftest import by_task, variant
 from vislab.grading import Lab, grade, load_lab, summarize
 
 # The training check takes seconds; mistakes in vae.model are caught by the quick checks, so
@@ -148,12 +148,6 @@ MISTAKES = {
         "    zs = model.encode(x.repeat_interleave(num_classes, dim=0), labels)",
         "encoded with every label"),
 }
-
-
-def by_task(cases: dict) -> list:
-    """Each case tagged with its task: `pytest -m task` selects, `-k vae.kl` filters."""
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 @pytest.mark.parametrize("name", by_task(MISTAKES))

@@ -3,7 +3,7 @@ helps, and correct code written differently gets full marks."""
 import pytest
 import torch
 
-from conftest import grade_task
+from conftest import by_task, grade_task
 from vislab.grading import grade, load_lab, summarize
 
 
@@ -161,12 +161,6 @@ MISTAKES = {
         "    model = __import__('copy').deepcopy(model)\n"
         "    model.head = nn.Linear(model.head.in_features, num_classes)", "the new head's weight"),
 }
-
-
-def by_task(cases: dict) -> list:
-    """Each case tagged with its task: `pytest -m task` selects, `-k vit.attention` filters."""
-    return [pytest.param(name, marks=pytest.mark.task(case[0]), id=f"{case[0]}: {name}")
-            for name, case in cases.items()]
 
 
 @pytest.mark.parametrize("name", by_task(MISTAKES))
