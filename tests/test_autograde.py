@@ -769,6 +769,8 @@ def test_an_out_folder_is_this_batchs_own(tmp_path):
         autograde("vit", subs, mine, task="vit.distill", progress=lambda *a: None)
     assert (mine / "thesis.tex").read_text() == "mine"
     autograde("vit", subs, out, task="vit.distill", progress=lambda *a: None)
+    report = (out / "class_report.md").read_text()  # what the class got wrong, next to grades.csv
+    assert "| `vit.distill` | 2 | 0 | 0 |" in report and (out / "class_report.csv").is_file()
     with pytest.raises(UsageError, match="another batch"):
         autograde("vit", subs, out, task="vit.finetune", progress=lambda *a: None)
     shutil.rmtree(subs / "bob")
