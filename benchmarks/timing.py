@@ -19,26 +19,40 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
-    """One epoch of AdamW on cross-entropy, in order, batch 64: the same loop for every model."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
+def steps_seconds(params, losses, optimizer=torch.optim.AdamW, lr: float = 1e-3) -> float:
+    """Seconds for one optimiser step on each of `losses`, functions of no argument that return
+    a scalar loss (a batch each, in order): the timed loop of every speed benchmark."""
+    opt = optimizer(params, lr=lr)
     start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
+    for loss_fn in losses:
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return time.perf_counter() - start
 
 
-def timed(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, repeats: int) -> list[float]:
-    """Median epoch seconds of each model after one warm-up epoch each; the models take turns
-    epoch by epoch, so that a change in the machine's load hits them alike."""
-    for model in models:
-        epoch_seconds(model, x, y)
-    seconds = [[] for _ in models]
+def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
+    """One epoch of AdamW on cross-entropy, in order, batch 64: the same loop for every model."""
+    model.train()
+    return steps_seconds(model.parameters(), [
+        lambda i=i: F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
+        for i in range(0, len(x), batch_size)])
+
+
+def alternating_medians(runs: list, repeats: int) -> list[float]:
+    """Median seconds of each of `runs` (functions of no argument that return seconds) after
+    one warm-up each; the runs take turns, so that a change in the machine's load hits them
+    alike."""
+    for run in runs:
+        run()
+    seconds = [[] for _ in runs]
     for _ in range(repeats):
-        for model, times in zip(models, seconds):
-            times.append(epoch_seconds(model, x, y))
+        for run, times in zip(runs, seconds):
+            times.append(run())
     return [statistics.median(times) for times in seconds]
+
+
+def timed(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, repeats: int) -> list[float]:
+    """Median epoch seconds of each model (epoch_seconds), taking turns (alternating_medians)."""
+    return alternating_medians([lambda m=m: epoch_seconds(m, x, y) for m in models], repeats)

@@ -11,14 +11,12 @@ lab's model steps an nn.LSTMCell token by token, as teacher forcing with p < 1 a
 require; the ratio says what that loop costs.
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timing import cpu_name
+from timing import alternating_medians, cpu_name, steps_seconds
 from vislab import SOLUTIONS_DIR
 from vislab.data import mathqa
 from vislab.impl import import_lab
@@ -42,17 +40,13 @@ class FusedDecoderSeq2Seq(nn.Module):
 
 
 def epoch(model, data, batch_size=64):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    start = time.perf_counter()
-    for i in range(0, len(data.src), batch_size):
+    def loss(i):
         s, n, t = data.src[i:i + batch_size], data.lengths[i:i + batch_size], data.tgt[i:i + batch_size]
         logits = model(s, n, t, teacher_forcing=1.0)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1), ignore_index=0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1), ignore_index=0)
+    model.train()
+    return steps_seconds(model.parameters(),
+                         [lambda i=i: loss(i) for i in range(0, len(data.src), batch_size)])
 
 
 def main() -> None:
@@ -71,13 +65,8 @@ def main() -> None:
               "vislab Seq2Seq with attention (no fused equivalent)":
                   lab.model.Seq2Seq(lab.model.Seq2SeqConfig(**{**config.__dict__, "attention": True}))}
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for m in models.values():
-        epoch(m, data)
-    times = {k: [] for k in models}
-    for _ in range(args.repeats):
-        for k, m in models.items():
-            times[k].append(epoch(m, data))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = dict(zip(models, alternating_medians([lambda m=m: epoch(m, data) for m in models.values()],
+                                               args.repeats)))
     for k, m in models.items():
         print(f"{k:<55} {sum(p.numel() for p in m.parameters()):>8,} params {med[k]:>7.2f} s/epoch")
     names = list(models)

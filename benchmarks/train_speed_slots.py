@@ -11,12 +11,10 @@ package's q, k, v projections have biases (the paper's have none): they are copi
 and do not change the computation's size in any way that matters (three (D,) adds).
 """
 import argparse
-import statistics
-import time
 
 import torch
 
-from timing import cpu_name
+from timing import alternating_medians, cpu_name, steps_seconds
 from vislab import SOLUTIONS_DIR
 from vislab.impl import import_lab
 
@@ -41,16 +39,10 @@ def lucidrains_copy(ours):
 
 
 def epoch(module, inputs, steps=20):
-    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
-    start = time.perf_counter()
-    for _ in range(steps):
+    def loss():
         out = module(inputs)
-        slots = out[0] if isinstance(out, tuple) else out
-        loss = slots.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
+        return (out[0] if isinstance(out, tuple) else out).pow(2).mean()  # slots
+    return steps_seconds(module.parameters(), [loss] * steps, torch.optim.Adam, lr=1e-4)
 
 
 def main() -> None:
@@ -68,13 +60,8 @@ def main() -> None:
     b = theirs(inputs)
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"same initial noise: max |ours - theirs| = {(a - b).abs().max().item():.2e}")
-    for m in (ours, theirs):
-        epoch(m, inputs)
-    times = [[], []]
-    for _ in range(args.repeats):
-        for m, t in zip((ours, theirs), times):
-            t.append(epoch(m, inputs))
-    t_ours, t_theirs = (statistics.median(t) for t in times)
+    t_ours, t_theirs = alternating_medians([lambda m=m: epoch(m, inputs) for m in (ours, theirs)],
+                                           args.repeats)
     print(f"vislab SlotAttention (solutions/slots)  {t_ours:.3f} s per 20 steps")
     print(f"lucidrains slot_attention.SlotAttention {t_theirs:.3f} s per 20 steps")
     print(f"ratio ours / package: {t_ours / t_theirs:.2f}x (budget 1.2x)")

@@ -11,14 +11,12 @@ MNIST-5k (4,000 images, batch 64, AdamW), the default CPU config of `vislab trai
 of --repeats epochs after one warm-up epoch each, the two taking turns epoch by epoch.
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from timing import cpu_name
+from timing import alternating_medians, cpu_name, steps_seconds
 from vislab import SOLUTIONS_DIR
 from vislab.data import mnist5k
 from vislab.impl import import_lab
@@ -50,14 +48,8 @@ class LibraryVAE(nn.Module):
 
 
 def epoch_seconds(loss_fn, params, x, batch_size=64) -> float:
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        loss = loss_fn(x[i:i + batch_size])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
+    return steps_seconds(params, [lambda i=i: loss_fn(x[i:i + batch_size])
+                                  for i in range(0, len(x), batch_size)])
 
 
 def main() -> None:
@@ -75,13 +67,8 @@ def main() -> None:
         return -lab.losses.elbo(batch, decoded, mu, logvar)
     theirs = LibraryVAE(config)
     runs = [(our_loss, list(ours.parameters())), (theirs.loss, list(theirs.parameters()))]
-    for fn, params in runs:
-        epoch_seconds(fn, params, x)
-    seconds = [[], []]
-    for _ in range(args.repeats):
-        for (fn, params), times in zip(runs, seconds):
-            times.append(epoch_seconds(fn, params, x))
-    t_ours, t_theirs = (statistics.median(t) for t in seconds)
+    t_ours, t_theirs = alternating_medians(
+        [lambda fn=fn, params=params: epoch_seconds(fn, params, x) for fn, params in runs], args.repeats)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':<44} {'params':>9} {'s/epoch':>8}")
