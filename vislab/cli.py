@@ -57,6 +57,9 @@ def cmd_grade(args) -> int:
     if args.json:
         writable_file(args.json, "--json")
     rep = grade_lab(args.lab, args.impl, args.task)
+    if args.task is None:  # the written questions: listed as answered or not, never scored
+        from vislab.written import report as written_report
+        rep["written"] = written_report(args.lab, Path(rep["impl"]))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -2,7 +2,10 @@
 
 Each lab becomes an assignment `<lab>` whose source is the lab's skeleton (labs/<lab>/, what
 students edit) plus a notebook `grade.ipynb` with one locked, graded cell per task (worth the
-task's points). `nbgrader generate_assignment`, `collect`, `autograde`, `generate_feedback` and
+task's points). The written questions' answer cells of the lab's notebook `<lab>.ipynb`
+(vislab.written) become nbgrader's manually graded answer cells, worth each question's points,
+so the gradebook holds the code points (autograded, in grade.ipynb) and the written points
+(graded by hand in formgrader, in <lab>.ipynb) apart. `nbgrader generate_assignment`, `collect`, `autograde`, `generate_feedback` and
 `export` work as usual, with one difference: `nbgrader autograde` runs no notebook.
 
 Why: in a stock nbgrader course the score is decided inside a Jupyter kernel that has just run
@@ -103,6 +106,36 @@ def grade_notebook(lab_name: str) -> dict:
         "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
 
 
+def mark_written(nb: dict, lab_name: str) -> list[str]:
+    """Turn the notebook's written-answer cells into nbgrader's manually graded answer cells
+    (markdown, `solution` and `grade`, worth the question's points, grade_id `<lab>_q<n>`),
+    and lock the question cell before each; return the question ids marked. The points come
+    from the lab's handout; an answer cell for a question the handout does not ask, or a
+    question without its answer cell, is a UsageError (the lab is inconsistent)."""
+    from vislab.written import notebook_problems, questions, written_id
+
+    asked = questions(lab_name)
+    if not asked:
+        return []
+    problems = notebook_problems(nb, lab_name, asked, f"labs/{lab_name}/{lab_name}.ipynb")
+    if problems:
+        raise UsageError(f"the {lab_name} lab's written questions are inconsistent: "
+                         f"{problems[0]}")
+    points = {q.id: q.points for q in asked}
+    cells = nb["cells"]
+    for n, cell in enumerate(cells):
+        qid = written_id(cell)
+        if qid is None:
+            continue
+        cell["metadata"]["nbgrader"] = {
+            "grade": True, "solution": True, "locked": False, "task": False,
+            "points": points[qid], "grade_id": grade_id(qid), "schema_version": 3}
+        cells[n - 1]["metadata"]["nbgrader"] = {
+            "grade": False, "solution": False, "locked": True, "task": False,
+            "grade_id": f"{grade_id(qid)}_question", "schema_version": 3}
+    return [q.id for q in asked]
+
+
 def init_course(course: Path, labs: list[str] | None = None, course_id: str = "vislab",
                 force: bool = False) -> list[Path]:
     """Write COURSE/nbgrader_config.py and COURSE/source/<lab>/ for each lab; return what was
@@ -130,6 +163,12 @@ def init_course(course: Path, labs: list[str] | None = None, course_id: str = "v
             shutil.rmtree(source)
         shutil.copytree(LABS_DIR / lab, source,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
+        notebook = source / f"{lab}.ipynb"
+        if notebook.is_file():  # written answers: graded by hand in nbgrader
+            nb = json.loads(notebook.read_text(encoding="utf-8"))
+            if mark_written(nb, lab):
+                notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
         (source / f"{GRADE_NOTEBOOK}.ipynb").write_text(
             json.dumps(grade_notebook(lab), indent=1) + "\n")
         keep[lab] = sorted(str(p.relative_to(source)) for p in source.rglob("*")

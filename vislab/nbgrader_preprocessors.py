@@ -4,7 +4,8 @@ Configured by the nbgrader_config.py that `vislab nbgrader init` writes:
 
 - UseReleasedCells (replaces nbgrader's sanitize step): the submitted notebook's cells and
   metadata are replaced by the released notebook's, outputs empty. Nothing a student wrote into
-  a notebook (extra cells, changed grade cells, fake outputs, metadata) survives.
+  a notebook (extra cells, changed grade cells, fake outputs, metadata) survives, except the
+  text of each written answer (a manually graded markdown cell), which an instructor grades.
 - GradeWithVislab (replaces nbgrader's Execute step): no kernel is started. For an assignment
   that is a vislab lab, the student's submitted folder is copied safely (links skipped) and
   graded by vislab.autograde.grade_submission, i.e. in vislab's sandbox, with the scores
@@ -64,11 +65,34 @@ class UseReleasedCells(NbGraderPreprocessor):
             raise FileNotFoundError(f"no released notebook {released}: run "
                                     f"`nbgrader generate_assignment {info['assignment']}` first")
         clean = nbformat.read(released, as_version=4)
+        answers = written_answers(nb)
         for cell in clean.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
+            elif is_written_answer(cell):  # a written answer: the student's text, nothing else
+                cell.source = answers.get(cell.metadata["nbgrader"]["grade_id"], cell.source)
         nb.cells, nb.metadata = clean.cells, clean.metadata
         return nb, resources
+
+
+def is_written_answer(cell) -> bool:
+    """A manually graded markdown answer cell (vislab.written's, marked by `nbgrader init`)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return (cell.get("cell_type") == "markdown" and isinstance(meta, dict)
+            and bool(meta.get("solution")) and bool(meta.get("grade")))
+
+
+def written_answers(nb) -> dict[str, str]:
+    """grade_id -> the text of the submitted notebook's answer cell. Only the text is kept: the
+    released cell (type, metadata, points, checksum) replaces everything else about it."""
+    answers = {}
+    for cell in nb.get("cells", []):
+        meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell, dict) else {}
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if isinstance(grade_id, str) and grade_id not in answers:
+            source = cell.get("source", "")
+            answers[grade_id] = "".join(source) if isinstance(source, list) else str(source)
+    return answers
 
 
 class GradeWithVislab(NbGraderPreprocessor):
