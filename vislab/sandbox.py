@@ -2,7 +2,12 @@
 
 `IsolatedStudent(path)` has the interface of vislab.grading.Student: a check calls
 `student.run(probe, **inputs)` and gets back plain values, but the probe runs in a worker process
-(`python -m vislab.sandbox`) that serves one submission, check after check:
+that serves one submission, check after check:
+
+- workers are forked by a fork server (`python -m vislab.sandbox zygote`, one per grader
+  process) that has imported torch and warmed it up once, so a worker is ready in about 0.1 s
+  instead of 4-6 s of imports (most of a submission's grading time before); the zygote runs
+  only the kit's own code, so a worker inherits nothing secret from it;
 
 - requests and results cross two pipes as `torch.save` bytes; the grader reads results with
   `torch.load(weights_only=True)`, caps their size and accepts only plain values (tensors,
@@ -550,6 +555,97 @@ class _Late(Exception):
     """The deadline passed before the worker answered."""
 
 
+class _Zygote:
+    """The grader's fork server: one process per grader that imports torch and warms it up once
+    (about 4-6 s of CPU on the 2-core VM) and then forks a worker for each submission, so a
+    worker starts in a fraction of a second. It runs only the kit's code: it never imports a
+    submission, the solutions or the checks, so a worker inherits nothing secret from it.
+    Requests (spawn, poll, kill) cross a Unix socket, one at a time under a lock; the worker's
+    three pipes are passed with the spawn request. Only the zygote reaps its children, so a pid
+    it has not reported as ended still names that worker (a kill never hits a reused pid). When
+    the grader process ends, the socket closes, the zygote kills its workers and exits."""
+
+    _lock = threading.Lock()
+    _current: _Zygote | None = None
+
+    @classmethod
+    def get(cls, startup: float) -> _Zygote:
+        with cls._lock:
+            if cls._current is None or cls._current.proc.poll() is not None:
+                cls._current = cls(startup)
+            return cls._current
+
+    def __init__(self, startup: float):
+        import socket
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-m", "vislab.sandbox", "zygote", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),), start_new_session=True, env=env, cwd="/")
+        finally:
+            theirs.close()
+        self.sock, self.lock = mine, threading.Lock()
+        self.sock.settimeout(startup)
+        try:
+            ready = self.sock.recv(1 << 16)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            raise SandboxError("the grading worker did not start (its fork server "
+                               f"{'said: ' + lines[-1][:300] if lines else 'did not say ready'})")
+        self.sock.settimeout(30)
+        self.proc.stderr.close()
+
+    def ask(self, request: dict, fds: tuple = ()) -> dict:
+        import socket
+
+        with self.lock:
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], list(fds))
+                reply = self.sock.recv(1 << 16)
+            except OSError as exc:
+                raise SandboxError(f"the grading worker's fork server is gone ({exc})") from None
+        if not reply:
+            raise SandboxError("the grading worker's fork server is gone")
+        return json.loads(reply)
+
+
+class _Forked:
+    """A worker forked by the zygote, with the part of subprocess.Popen's interface the grader
+    uses: `pid`, `poll()`, `wait(timeout)`, `kill()` (of its whole process group)."""
+
+    def __init__(self, zygote: _Zygote, pid: int):
+        self.zygote, self.pid, self.returncode = zygote, pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.returncode = self.zygote.ask({"op": "poll", "pid": self.pid})["code"]
+            except SandboxError:  # the zygote is gone, and its workers died with it
+                self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("vislab worker", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(SandboxError):
+                self.zygote.ask({"op": "kill", "pid": self.pid})
+
+
 class IsolatedStudent:
     """The student's code in a worker process; `run` as in vislab.grading.Student.
 
@@ -560,12 +656,11 @@ class IsolatedStudent:
     unprivileged user, when running as root, cannot be turned off: a submission never runs as
     root, and the worker refuses to start where it would).
     Use it as a context manager, or call `close()`, to end the worker and remove its files.
-    Start and use it from one thread: a worker is killed when the thread that started it ends.
+    Use it from one thread at a time; its worker ends at `close()` or when the grader process ends.
     """
 
     def __init__(self, path, limits: Limits | None = None, probes: list | None = None,
-                 hide: list | tuple = (), python: str | None = None, disable=(),
-                 expose: list | tuple = ()):
+                 hide: list | tuple = (), disable=(), expose: list | tuple = ()):
         unknown = set(disable) - {"cgroups", "namespaces"}
         if unknown:
             raise ValueError(f"cannot disable {sorted(unknown)}")
@@ -575,7 +670,6 @@ class IsolatedStudent:
         self.probe_files = [Path(p).resolve() for p in (probes or probe_files())]
         self.hide = [Path(h).resolve() for h in hide]
         self.expose = [str(Path(e).resolve()) for e in expose]
-        self.python = python or sys.executable
         self.poisoned: dict[str, tuple[str, str]] = {}  # module -> (status, message)
         self.protections: list[str] = []
         self.startups = 0
@@ -750,7 +844,13 @@ class IsolatedStudent:
         self._stop()
         if self._failed_start:  # the sandbox itself is broken: do not retry for every check
             raise SandboxError(self._failed_start)
+        began = time.monotonic()
         self.startups += 1
+        try:
+            zygote = _Zygote.get(self.limits.startup)
+        except SandboxError as exc:
+            self._failed_start = str(exc)
+            raise
         name = f"vislab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._cgroups = Cgroups(name, self.limits, enabled="cgroups" not in self.disable)
         config = self._config()
@@ -758,17 +858,14 @@ class IsolatedStudent:
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
-        config["fds"] = [req_r, resp_w]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-               "HOME": str(self._scratch / "home")}
-        try:
-            self._proc = subprocess.Popen(
-                [self.python, "-I", "-B", "-m", "vislab.sandbox", "start"],
-                stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
-                start_new_session=True, env=env, cwd="/")
-            with contextlib.suppress(OSError):  # the configuration, never on a command line
-                self._proc.stdin.write(json.dumps(config).encode())
-                self._proc.stdin.close()
+        try:  # the configuration goes through the socket, never on a command line
+            self._proc = _Forked(zygote, zygote.ask({"op": "spawn", "config": config},
+                                                    (req_r, resp_w, out_w))["pid"])
+        except SandboxError as exc:
+            for fd in (req_w, resp_r, out_r):
+                os.close(fd)
+            self._failed_start = str(exc)
+            raise
         finally:
             for fd in (req_r, resp_w, out_w):
                 os.close(fd)
@@ -776,9 +873,8 @@ class IsolatedStudent:
         for fd in (req_w, resp_r, out_r):
             os.set_blocking(fd, False)
         self._buffer = bytearray()
-        deadline = time.monotonic() + self.limits.startup
         try:
-            ready = self._receive(deadline)
+            ready = self._receive(began + self.limits.startup)
         except (_Dead, _Late) as exc:
             lines = bytes(self._output).decode("utf-8", "replace").strip().splitlines()
             self._stop()
@@ -791,15 +887,12 @@ class IsolatedStudent:
             raise SandboxError("the grading worker did not start")
         self.protections = self._cgroups.active + [str(p) for p in ready.get("isolation", [])]
         if self._deadline is not None:  # start-up time is not the student's
-            self._deadline += time.monotonic() - (deadline - self.limits.startup)
+            self._deadline += time.monotonic() - began
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                proc.kill()
+            proc.kill()
         if self._cgroups is not None:
             self._cgroups.remove()
             self._cgroups = None
@@ -953,8 +1046,8 @@ def _is_root() -> bool:
 # ------------------------------------------------------------------ the worker's side
 
 def _stage_start(config: dict) -> None:
-    """First stage, still privileged: cgroups, limits, namespaces, the private root file
-    system, an unprivileged user; then exec the serving stage in a fresh interpreter."""
+    """In the worker just forked by the zygote, still privileged: cgroups, limits, namespaces,
+    the private root file system, an unprivileged user; then serve (never returns)."""
     libc = _libc()
     report = []
     if libc is not None:
@@ -1015,23 +1108,20 @@ def _stage_start(config: dict) -> None:
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     report.append("no network (own network namespace)" if "net" in namespaces
                   else "network: NOT isolated")
-    # Only what the serving stage needs, through a pipe, not its command line: /proc/1/cmdline
-    # and ps inside the sandbox would show the grader's folders otherwise.
+    # Only what the serving stage needs: no host path of the grader's reaches the worker's
+    # environment or its command line (it is the zygote's: /proc/1/cmdline shows no folder).
     serve = {key: config[key] for key in ("fds", "limits", "poisoned", "probe_modules")}
     serve.update(lab_dir=str(lab_dir), probes_dir=str(probes_dir), report=report)
-    config_r, config_w = os.pipe()
-    os.write(config_w, json.dumps(serve).encode())  # small: far below a pipe's buffer
-    os.close(config_w)
-    for fd in config["fds"] + [config_r]:
-        os.set_inheritable(fd, True)
     threads = str(int(limits["threads"]))
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home),
-           "TMPDIR": str(home), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(home / ".matplotlib"),
-           "TORCH_HOME": str(home / ".torch")}
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                       "HOME": str(home), "TMPDIR": str(home), "OMP_NUM_THREADS": threads,
+                       "MKL_NUM_THREADS": threads, "MPLBACKEND": "Agg",
+                       "MPLCONFIGDIR": str(home / ".matplotlib"),
+                       "TORCH_HOME": str(home / ".torch")})
+    tempfile.tempdir = None
     os.chdir(home)
-    os.execve(sys.executable, [sys.executable, "-I", "-B", "-m", "vislab.sandbox", "serve",
-                               str(config_r)], env)
+    _stage_serve(serve)
 
 
 def _unreadable_for(uid: int, folders: list[Path]) -> str:
@@ -1277,7 +1367,7 @@ class _Unloadable:
 
 
 def _stage_serve(config: dict) -> None:
-    """Second stage, unprivileged: import torch, say ready, serve probe calls until EOF."""
+    """Unprivileged now: say ready, serve probe calls until EOF (torch is the zygote's)."""
     req, resp = config["fds"]
     for fd in (req, resp):
         os.set_inheritable(fd, False)
@@ -1376,22 +1466,98 @@ def _limit_address_space(extra: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (size + extra + GiB, size + extra + GiB))
 
 
-def main(argv: list[str]) -> None:
-    """`start` reads its configuration from stdin, `serve` from the pipe whose fd it is given."""
-    stage = argv[0]
-    if stage == "start":
-        config = json.loads(sys.stdin.buffer.read())
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
+def _stage_zygote(control: int) -> None:
+    """The fork server (see _Zygote): import torch and warm it up once, then fork one worker
+    per spawn request; reap the workers and answer polls; exit, killing every worker, when the
+    grader closes the socket."""
+    import socket
+
+    sock = socket.socket(fileno=control)
+    import torch
+
+    torch.set_num_threads(1)  # no OpenMP pool before a fork: a forked pool would hang
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    import vislab.impl  # noqa: F401 - what every worker imports, paid once
+    import vislab.probing  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import torchvision  # noqa: F401
+    _warm_up()
+    sock.sendall(b"ready")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    codes: dict[int, int | None] = {}  # worker pid -> Popen-style return code, None: running
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for pid, code in codes.items():
+                if code is None:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, signal.SIGKILL)
+            os._exit(0)
+        request = json.loads(data)
+        if request["op"] == "spawn":
+            pid = os.fork()
+            if pid == 0:
+                _forked_worker(request["config"], fds, sock)
+            for fd in fds:
+                os.close(fd)
+            codes[pid] = None
+            reply = {"pid": pid}
+        else:
+            _reap(codes)
+            pid = request["pid"]
+            if request["op"] == "kill" and codes.get(pid, 0) is None:
+                for kill in (os.killpg, os.kill):
+                    with contextlib.suppress(OSError):
+                        kill(pid, signal.SIGKILL)
+            reply = {"code": codes.get(pid, -signal.SIGKILL)}
+        sock.sendall(json.dumps(reply).encode())
+
+
+def _reap(codes: dict) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        codes[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else _exit_code(status)
+
+
+def _forked_worker(config: dict, fds: list[int], control) -> None:
+    """In the zygote's child: the worker's pipes in place of the zygote's, then the sandbox."""
+    try:
+        req, resp, out = fds
+        os.close(control.detach())
+        os.setsid()  # its own process group: a kill reaches whatever it starts
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        keep = {0, 1, 2, req, resp}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        config["fds"] = [req, resp]
         _stage_start(config)
-    elif stage == "serve":
-        fd = int(argv[1])
-        with os.fdopen(fd, "rb") as f:
-            config = json.loads(f.read())
-        _stage_serve(config)
+    except BaseException as exc:  # noqa: BLE001 - never return into the zygote's loop
+        with contextlib.suppress(OSError):
+            os.write(2, f"vislab sandbox: the worker failed to start: {exc!r}\n".encode())
+    os._exit(70)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["zygote"]:
+        _stage_zygote(int(argv[1]))
     else:
-        raise SystemExit(f"unknown stage {stage}")
+        raise SystemExit(f"usage: python -m vislab.sandbox zygote FD (not {argv})")
 
 
 if __name__ == "__main__":
