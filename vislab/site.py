@@ -1,0 +1,515 @@
+"""Build the self-study site: every lab's handout, concept page and results, searchable, offline.
+
+    python -m vislab.site                 # build/site/index.html (what `make docs` runs)
+    python -m vislab.site --student       # build/site-student/: without the instructors' answers
+    python -m vislab.site --screenshots   # also docs/img/site_home.png and site_lab.png
+
+The pages are generated, never copied by hand, from the files that ship: `docs/` (concept
+pages, data, instructors' guide, images) and each lab's handout `labs/<lab>/README.md` (itself
+generated from solutions/ by `vislab release`). Labs are found, not listed: a lab is a folder
+`labs/<lab>/` with a README.md or a page `docs/labs/<lab>.md`; the README's lab table gives the
+order. The generated tree goes to `build/site-src/` and MkDocs (Material theme, mkdocs.yml)
+turns it into HTML with a strict build: a broken link, a missing image or page, or maths that
+does not render is an error.
+
+This file is also the MkDocs hook named in mkdocs.yml; on every page it
+  - turns the TeX of `$...$` / `$$...$$` (found by pymdownx.arithmatex) into MathML at build
+    time (latex2mathml), which browsers lay out natively: no maths script, no CDN;
+  - links a file named in code (`labs/vit/README.md`, `docs/data.md`, `benchmarks/x.py`) and a
+    command (`vislab train vit ...`, `python benchmarks/x.py ...`) to its page on the site,
+    the command to a page with the source of the script that runs it;
+  - gives a table that names no command a "Made by" line with the command its section names.
+"""
+from __future__ import annotations
+
+import argparse
+import html as htmllib
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+INSTRUCTOR_HEADING = "## For instructors: what a good answer contains"
+LABS_MARKER = "<!-- vislab: the labs -->"
+log = logging.getLogger("mkdocs.plugins.vislab")  # under "mkdocs": counted by the strict build
+
+
+class SiteError(Exception):
+    """The site did not build: every warning of the strict build, one per line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Which labs there are, and what the site's pages are
+# ---------------------------------------------------------------------------------------------
+
+def lab_names(root: Path = ROOT) -> list[str]:
+    """Every lab with a handout or a concept page, in the README's table order, then by name."""
+    found = {p.parent.name for p in (root / "labs").glob("*/README.md")}
+    found |= {p.stem for p in (root / "docs" / "labs").glob("*.md")}
+    readme = root / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    order = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    return sorted(found, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _title(markdown: str, fallback: str) -> str:
+    m = re.search(r"^# (.+)$", markdown, flags=re.M)
+    return m[1].strip() if m else fallback
+
+
+def _first_sentence(markdown: str) -> str:
+    """The first sentence of the first paragraph of prose (after the title), on one line."""
+    for block in re.split(r"\n\s*\n", markdown):
+        block = block.strip()
+        if block and not block.startswith(("#", "-", "|", "`", "<", "!", ">", "*")):
+            para = " ".join(block.split())
+            m = re.match(r"(.+?[.!?])(\s|$)", para)
+            return m[1] if m else para
+    return ""
+
+
+def drop_instructor_sections(markdown: str) -> str:
+    """The page without each section headed exactly INSTRUCTOR_HEADING, up to the next heading
+    of level 1 or 2 (code fences are not read as headings)."""
+    out, dropping, fence = [], False, None
+    for line in markdown.splitlines(keepends=True):
+        m = re.match(r"^\s*(```+|~~~+)", line)
+        if m and fence is None:
+            fence = m[1]
+        elif m and fence is not None and m[1].startswith(fence[0]) and len(m[1]) >= len(fence):
+            fence = None
+        elif fence is None and re.match(r"^#{1,2} ", line):
+            dropping = line.rstrip() == INSTRUCTOR_HEADING
+        if not dropping:
+            out.append(line)
+    return "".join(out)
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=2)
+    return "`" * max(3, longest + 1)
+
+
+# Files and commands that get a page of their own, and where that page is in the site.
+_PY = r"(?:OMP_NUM_THREADS=\d+ )?(?:\.venv/bin/)?python3? (?:-m )?"
+_COMMAND_SCRIPT = re.compile(_PY + r"(benchmarks/[\w/.-]+\.py)\b")
+_COMMAND_TRAIN = re.compile(r"(?:OMP_NUM_THREADS=\d+ )?(?:\.venv/bin/)?vislab train (\w+)\b")
+
+
+def _source_page(repo_path: str) -> str:
+    return "source/" + repo_path[:-3] + ".md"  # benchmarks/x.py -> source/benchmarks/x.md
+
+
+def target_of(code: str) -> tuple[str | None, bool]:
+    """The site page (relative to the site's source folder) that a code span names, and whether
+    it is a command; (None, False) when it names nothing on the site."""
+    t = code.strip()
+    if m := _COMMAND_SCRIPT.match(t):
+        return _source_page(m[1]), True
+    if m := _COMMAND_TRAIN.match(t):
+        return _source_page(f"labs/{m[1]}/train.py"), True
+    if m := re.fullmatch(r"(?:\./)?docs/([\w/.-]+\.md)", t):
+        return m[1], False
+    if m := re.fullmatch(r"(?:\./)?labs/(\w+)/README\.md", t):
+        return f"handouts/{m[1]}/README.md", False
+    if re.fullmatch(r"benchmarks/[\w/.-]+\.py", t):
+        return _source_page(t), False
+    return None, False
+
+
+def _source_markdown(root: Path, repo_path: str) -> str:
+    """A page showing a script that a results command runs."""
+    text = (root / repo_path).read_text(encoding="utf-8")
+    fence = _fence(text)
+    m = re.match(r"labs/(\w+)/train\.py", repo_path)
+    if m:
+        head = (f"# `vislab train {m[1]}`\n\n`vislab train {m[1]}` runs `main()` of this file, "
+                f"`{repo_path}` (given code, the same in `solutions/{m[1]}/`): `--impl labs` "
+                f"trains your modules, `--impl solutions` the reference's. "
+                f"`vislab train {m[1]} --help` lists the options.\n")
+    else:
+        head = (f"# `{repo_path}`\n\nRun it from the repository root: "
+                f"`python {repo_path}` (`--help` lists its options, where it has any).\n")
+    return f"{head}\n{fence}python\n{text.rstrip()}\n{fence}\n"
+
+
+# Material's search runs in a Web Worker, which Chromium will not start from a file:// page; its
+# offline plugin would load a polyfill from a CDN. This one, written for the kit, runs the worker
+# script in a hidden iframe instead (same messages, importScripts as a promise). The name holds
+# "iframe-worker" so that the offline plugin adds no script of its own (mkdocs.yml: polyfills).
+WORKER_POLYFILL = "assets/javascripts/iframe-worker.js"
+WORKER_POLYFILL_JS = """\
+(function () {
+  if (location.protocol !== "file:") return;
+  function load(win, url) {
+    return new Promise(function (resolve, reject) {
+      var s = win.document.createElement("script");
+      s.src = new URL(url, win.__base).href;
+      s.onload = resolve;
+      s.onerror = function () { reject(new Error("cannot load " + url)); };
+      win.document.documentElement.appendChild(s);
+    });
+  }
+  function FileWorker(url) {
+    var target = new EventTarget(), self = this, pending = [];
+    var frame = document.createElement("iframe");
+    frame.hidden = true;
+    document.documentElement.appendChild(frame);
+    var win = frame.contentWindow, ready = false;
+    win.__base = new URL(url, location.href).href;
+    win.postMessage = function (data) {
+      setTimeout(function () {
+        var ev = new MessageEvent("message", { data: data });
+        target.dispatchEvent(ev);
+        if (self.onmessage) self.onmessage(ev);
+      });
+    };
+    win.importScripts = function () {
+      var urls = Array.prototype.slice.call(arguments);
+      return urls.reduce(function (p, u) {
+        return p.then(function () { return load(win, u); });
+      }, Promise.resolve());
+    };
+    this.onmessage = null;
+    this.addEventListener = target.addEventListener.bind(target);
+    this.removeEventListener = target.removeEventListener.bind(target);
+    this.postMessage = function (data) {
+      if (!ready) { pending.push(data); return; }
+      win.dispatchEvent(new win.MessageEvent("message", { data: data }));
+    };
+    this.terminate = function () { frame.remove(); };
+    load(win, win.__base).then(function () {
+      ready = true;
+      pending.splice(0).forEach(self.postMessage);
+    });
+  }
+  window.Worker = FileWorker;
+})();
+"""
+
+
+def stage(root: Path, src: Path, student: bool = False) -> list:
+    """Write the site's source tree into `src` (emptied first) and return MkDocs' `nav`."""
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    pages: dict[str, str] = {}  # site path -> markdown
+
+    (src / WORKER_POLYFILL).parent.mkdir(parents=True)
+    (src / WORKER_POLYFILL).write_text(WORKER_POLYFILL_JS, encoding="utf-8")
+    docs = root / "docs"
+    for path in sorted(docs.rglob("*")):
+        rel = path.relative_to(docs).as_posix()
+        if path.is_dir():
+            continue
+        if path.suffix == ".md":
+            pages[rel] = path.read_text(encoding="utf-8")
+        else:
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, src / rel)
+
+    labs = lab_names(root)
+    entries = []
+    for lab in labs:
+        handout = root / "labs" / lab / "README.md"
+        concept = pages.get(f"labs/{lab}.md")
+        group = []
+        if handout.exists():
+            text = handout.read_text(encoding="utf-8")
+            pages[f"handouts/{lab}/README.md"] = text
+            group.append({"Handout": f"handouts/{lab}/README.md"})
+            for link in re.findall(r"\]\((?!https?:|#)([^)#\s]+)", text):  # files it shows
+                if (handout.parent / link).is_file() and not link.endswith(".md"):
+                    (src / "handouts" / lab / link).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(handout.parent / link, src / "handouts" / lab / link)
+            title = _title(text, lab).removeprefix("Lab: ")
+        else:
+            title = _title(concept or "", lab)
+        if concept is not None:
+            group.append({"Concepts and results": f"labs/{lab}.md"})
+        entries.append((lab, title, group, _first_sentence(concept or "")))
+
+    commands = sorted({p for text in pages.values() for p in _mentioned_scripts(text, root)})
+    for repo_path in commands:
+        pages[_source_page(repo_path)] = _source_markdown(root, repo_path)
+
+    home = pages.get("index.md", "# vislab\n\n" + LABS_MARKER + "\n")
+    rows = ["| lab | what it is about | pages |", "|---|---|---|"]
+    for lab, title, group, about in entries:
+        links = ", ".join(f"[{name.lower()}]({path})" for item in group
+                          for name, path in item.items())
+        rows.append(f"| **{title}** (`{lab}`) | {about} | {links} |")
+    pages["index.md"] = home.replace(LABS_MARKER, "\n".join(rows))
+
+    for rel, text in pages.items():
+        if student:
+            text = drop_instructor_sections(text)
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text, encoding="utf-8")
+
+    nav: list = [{"Home": "index.md"}]
+    nav.append({"Labs": [{f"{title} ({lab})": group} for lab, title, group, _ in entries]})
+    named = {"data.md": "Data sets", "instructors.md": "For instructors",
+             "site.md": "About this site"}
+    others = sorted(p for p in pages if "/" not in p and p not in named and p != "index.md")
+    for rel in others:
+        nav.append({_title(pages[rel], rel[:-3]): rel})
+    for rel in ("data.md", "instructors.md"):
+        if rel in pages:
+            nav.append({named[rel]: rel})
+    if commands:
+        nav.append({"Commands behind the results": [
+            {p if not p.endswith("/train.py") else f"vislab train {p.split('/')[1]}":
+             _source_page(p)} for p in commands]})
+    if "site.md" in pages:
+        nav.append({named["site.md"]: "site.md"})
+    return nav
+
+
+def _mentioned_scripts(text: str, root: Path) -> set[str]:
+    """Repository scripts that a page's commands run: benchmarks scripts and labs' train.py."""
+    found = set(re.findall(r"\b(benchmarks/[\w/.-]+\.py)\b", text))
+    found |= {f"labs/{lab}/train.py" for lab in re.findall(r"\bvislab train (\w+)\b", text)}
+    return {p for p in found if (root / p).is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------------
+
+def build(root: Path = ROOT, out: Path | None = None, student: bool = False,
+          src: Path | None = None) -> Path:
+    """Generate the pages and build the site strictly; return the folder with index.html.
+    Raises SiteError listing every warning when the strict build fails."""
+    from mkdocs.commands.build import build as mkdocs_build
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import Abort, MkDocsException
+
+    suffix = "-student" if student else ""
+    out = Path(out) if out else BUILD / f"site{suffix}"
+    src = Path(src) if src else BUILD / f"site-src{suffix}"
+    nav = stage(root, src, student=student)
+
+    warnings: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    mk_log = logging.getLogger("mkdocs")
+    mk_log.addHandler(handler)
+    try:
+        config = load_config(str(root / "mkdocs.yml"), docs_dir=str(src), site_dir=str(out),
+                             nav=nav, strict=True)
+        config["plugins"].run_event("startup", command="build", dirty=False)
+        try:
+            mkdocs_build(config)
+        finally:
+            config["plugins"].run_event("shutdown")
+    except (Abort, MkDocsException) as e:
+        lines = "\n".join(f"  {w}" for w in warnings) or f"  {e}"
+        raise SiteError(f"the site did not build (strict):\n{lines}") from None
+    finally:
+        mk_log.removeHandler(handler)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The MkDocs hook (mkdocs.yml: hooks)
+# ---------------------------------------------------------------------------------------------
+
+_ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
+
+
+def tex_to_mathml(tex: str, display: bool) -> str:
+    """MathML for one formula; ValueError when latex2mathml cannot read it."""
+    from latex2mathml.converter import convert
+    try:
+        mathml = convert(tex, display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises its own exception types, and some builtins
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    if "<merror" in mathml:
+        raise ValueError("latex2mathml returned an error element")
+    if m := re.search(r"<m[io]>(\\\w+)</m[io]>", mathml):
+        raise ValueError(f"unknown command {m[1]}")
+    if "<mi>&</mi>" in mathml:
+        raise ValueError("an & outside an environment that aligns (use align*, cases, matrix)")
+    alt = htmllib.escape(tex, quote=True)
+    return mathml.replace("<math ", f'<math alttext="{alt}" ', 1)
+
+
+def _maths(content: str, where: str) -> str:
+    def repl(m):
+        tex = htmllib.unescape(m[2]).strip()
+        display = tex.startswith(r"\[")
+        body = tex[2:-2] if tex[:2] in (r"\(", r"\[") else tex
+        try:
+            return tex_to_mathml(body.strip(), display)
+        except ValueError as e:
+            log.warning(f"{where}: the maths {tex!r} does not render: {e}")
+            return m[0]
+    return _ARITHMATEX.sub(repl, content)
+
+
+_PROTECTED = re.compile(r"(<pre\b.*?</pre>|<a\b.*?</a>|<h[1-6]\b.*?</h[1-6]>)", re.S)
+_CODE = re.compile(r"<code>([^<]+)</code>")
+
+
+def _linker(page, files):
+    """A function: code-span match -> the span linked to its page (or unchanged), plus the
+    link's URL for commands."""
+    from mkdocs.utils import get_relative_url
+
+    def link(m) -> tuple[str, str | None]:
+        target, command = target_of(htmllib.unescape(m[1]))
+        f = files.get_file_from_path(target) if target else None
+        if f is None or f.src_uri == page.file.src_uri:
+            return m[0], None
+        url = get_relative_url(f.url, page.url)
+        cls = ' class="vislab-command"' if command else ""
+        return f'<a href="{url}"{cls}>{m[0]}</a>', url if command else None
+    return link
+
+
+def _links(content: str, link) -> str:
+    """Every code span outside code blocks, links and headings that names a page: linked."""
+    parts = _PROTECTED.split(content)
+    return "".join(p if i % 2 else _CODE.sub(lambda m: link(m)[0], p)
+                   for i, p in enumerate(parts))
+
+
+_BLOCKS = re.compile(r'(<h[1-6]\b.*?</h[1-6]>|<table>.*?</table>'
+                     r'|<div class="highlight"><pre>.*?</pre></div>|<pre\b.*?</pre>)', re.S)
+_COMMAND_LINK = re.compile(r'<a href="[^"]*" class="vislab-command">.*?</a>', re.S)
+# A results table: one of its cells is a measured number (0.920, 28.8 s, 1.2x, 95 %).
+_NUMBER_CELL = re.compile(r"<td[^>]*>(?:<strong>)?\s*[-+]?\d[\d.,]*\s*(?:%|s|x|GB|MB)?\s*(?:</strong>)?</td>")
+
+
+def _commands(content: str, link) -> str:
+    """Link file names and commands, and give each results table (a cell holds a number) that
+    names no command itself a line
+    "Made by ..." with the command its section names: the last one before the table in its
+    (sub)section, else the last one of the section's introduction, else the first one after
+    the table in its (sub)section. A command is a linked code span (also in a heading) or a
+    code block whose line runs `vislab train` or `python benchmarks/...`; such a block gets an
+    id, and the line links to it and to the page of the script it runs."""
+    parts = _BLOCKS.split(content)
+    found = []  # (part index, (section, subsection), html of the link)
+    tables = []  # (part index, (section, subsection))
+    section, sub, blocks = 0, 0, 0
+    for i, part in enumerate(parts):
+        where = (section, sub)
+        if i % 2 == 0 or part.startswith("<table>"):
+            parts[i] = part = _links(part, link)
+            if part.startswith("<table>"):
+                if not _COMMAND_LINK.search(part) and _NUMBER_CELL.search(part):
+                    tables.append((i, where))
+                continue
+            found += [(i, where, a) for a in _COMMAND_LINK.findall(part)]
+        elif part.startswith("<h"):
+            level = int(part[2])
+            section, sub = (section + 1, 0) if level <= 2 else (section, sub + 1)
+            for m in _CODE.finditer(part):
+                html, url = link(m)
+                if url:
+                    found.append((i, (section, sub), html))
+        else:
+            text = htmllib.unescape(re.sub(r"<[^>]+>", "", part))
+            lines = [ln.split("  #")[0].strip() for ln in text.splitlines()]
+            lines = [ln for ln in lines if target_of(ln)[1]]
+            if lines:
+                blocks += 1
+                anchor = f"vislab-command-{blocks}"
+                parts[i] = f'<span id="{anchor}"></span>\n{part}'
+                code = f"<code>{htmllib.escape(lines[0])}</code>"
+                _, url = link(_CODE.match(code))
+                more = f" and {len(lines) - 1} more line{'s' if len(lines) > 2 else ''}" if len(lines) > 1 else ""
+                source = f' (<a href="{url}">source</a>)' if url else ""
+                found.append((i, where, f'<a href="#{anchor}" class="vislab-command">{code}</a>'
+                                        f"{more}{source}"))
+    for i, where in tables:
+        before = [a for j, w, a in found if j < i and w == where]
+        intro = [a for j, w, a in found if j < i and w == (where[0], 0)]
+        after = [a for j, w, a in found if j > i and w == where]
+        made_by = (before or intro or [None])[-1] or (after or [None])[0]
+        if made_by:
+            parts[i] += f'\n<p class="vislab-made-by">Made by {made_by}</p>'
+    return "".join(parts)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    return _commands(_maths(html, page.file.src_uri), _linker(page, files))
+
+
+# ---------------------------------------------------------------------------------------------
+# The browser: Chromium from the system's packages, or one Playwright installed
+# ---------------------------------------------------------------------------------------------
+
+def find_browser() -> tuple[str | None, str]:
+    """(path of a Chromium, "") or (None, why there is none)."""
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return None, "the Python package playwright is not installed (pip install -e '.[docs]')"
+    for path in (shutil.which("chromium"), shutil.which("chromium-browser"),
+                 shutil.which("google-chrome"), "/usr/lib/chromium/chromium"):
+        if path and Path(path).exists():
+            return path, ""
+    try:
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            if Path(p.chromium.executable_path).exists():
+                return p.chromium.executable_path, ""
+    except Exception:
+        pass
+    return None, ("no Chromium: none on PATH (Debian: apt-get install chromium) and no browser "
+                  "of Playwright's own (which would be downloaded from outside the registries)")
+
+
+def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit") -> list[Path]:
+    """The home page and one lab's concept page, 1280 x 800, as docs/img/site_*.png."""
+    from playwright.sync_api import sync_playwright
+    browser_path, why = find_browser()
+    if browser_path is None:
+        raise SiteError(f"cannot take screenshots: {why}")
+    shots = [(site / "index.html", img / "site_home.png"),
+             (site / "labs" / f"{lab}.html", img / "site_lab.png")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        for html, png in shots:
+            page.goto(html.resolve().as_uri())
+            page.wait_for_load_state("load")
+            page.screenshot(path=str(png))
+        browser.close()
+    return [png for _, png in shots]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vislab.site", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", action="store_true",
+                        help="leave out every section headed '" + INSTRUCTOR_HEADING + "'")
+    parser.add_argument("--out", type=Path, help="output folder (default build/site, or "
+                        "build/site-student with --student)")
+    parser.add_argument("--screenshots", action="store_true",
+                        help="then write docs/img/site_home.png and docs/img/site_lab.png")
+    args = parser.parse_args(argv)
+    try:
+        out = build(student=args.student, out=args.out)
+        print(f"built {out / 'index.html'} (open it in a browser; it needs no server)")
+        if args.screenshots:
+            for png in screenshots(out):
+                print(f"wrote {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}")
+    except SiteError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
