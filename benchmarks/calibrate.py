@@ -19,6 +19,8 @@ SCORERS["slots"] = "reconstruction_error"  # held-out MSE: lower is better
 SCORERS["unet"] = "pets_dice"  # the UNet lab: test Dice on pets-synthetic
 SCORERS["vae"] = "mnist_elbo"  # test ELBO, nats per image (higher is better)
 SCORERS["seq2seq"] = "generated_exact_match"  # held-out exact match on generated MathQA-style problems
+SCORERS["ssl"] = "masked_test_loss"  # held-out masked-patch MSE after MAE pretraining: lower is better
+SCORERS["diffusion"] = "denoiser_mse"  # held-out epsilon MSE of a tiny denoiser trained with the loss: lower is better
 
 
 def main() -> None:
