@@ -221,6 +221,16 @@ CMDLINE = """\
     for _p in ("/proc/1/cmdline", "/proc/self/cmdline"):
         print("cmdline", open(_p, "rb").read().replace(b"\\0", b" ").decode())
 """
+# The worker is a fork of the grader's fork server: it must hold nothing of the grader's (no
+# checks or solutions module, no client of the fork server, no grader folder in its environment).
+INHERITED = """\
+    import os as _os, sys as _sys
+    _mine = sorted(m for m in _sys.modules if m.split(".")[0] in ("autograder", "solutions", "tests"))
+    print("inherited modules", _mine, "fork server client",
+          getattr(_sys.modules.get("vislab.sandbox"), "_Zygote", None) and
+          _sys.modules["vislab.sandbox"]._Zygote._current)
+    print("environment", sorted(_os.environ.items()))
+"""
 PICKLE_BOMB = """\
     import os as _os
     class _Bomb:
@@ -305,6 +315,7 @@ HOSTILE = {
     "sets_torch_threads": (at_solve(THREADS), {}, ["threads 1"]),
     "huge_todo_id": (at_solve(HUGE_TODO), {"vit.distill": ("not implemented", "more characters")}, []),
     "reads_its_command_line": (at_solve(CMDLINE), {}, ["cmdline"]),
+    "reads_what_it_inherited": (at_solve(INHERITED), {}, ["inherited modules [] fork server client None"]),
 }
 # the protections a case needs (from IsolatedStudent.protections) to be meaningful
 NEEDS = {
@@ -420,6 +431,15 @@ def test_the_command_line_inside_the_sandbox_shows_no_grader_folders(batch):
     assert "cmdline" in text
     for secret in (str(batch["subs"]), str(batch["out"]), "scratch", "vislab-sandbox-"):
         assert secret not in text, secret
+
+
+def test_a_forked_worker_inherits_nothing_of_the_grader(batch):
+    """Workers are forks of the fork server, which never imported a check, a solution or the
+    grader's client side; their environment names no grader folder."""
+    text = (batch["out"] / "feedback" / "reads_what_it_inherited.txt").read_text()
+    assert "inherited modules [] fork server client None" in text
+    for secret in (str(batch["subs"]), str(batch["out"]), str(REPO_ROOT)):
+        assert secret not in text.split("environment", 1)[1], secret
 
 
 def test_solution_full_marks_and_skeleton_not_implemented(batch):
