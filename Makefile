@@ -13,3 +13,8 @@ test: .venv/installed  ## run the kit's test suite
 	$(PY) -m pytest -q
 
 .PHONY: demo test
+
+docs: .venv/installed  ## build the self-study site into build/site (offline; open build/site/index.html)
+	$(PY) -m vislab.site
+
+.PHONY: docs

@@ -66,6 +66,7 @@ def _first_sentence(markdown: str) -> str:
         block = block.strip()
         if block and not block.startswith(("#", "-", "|", "`", "<", "!", ">", "*")):
             para = " ".join(block.split())
+            para = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", para)  # its links are relative
             m = re.match(r"(.+?[.!?])(\s|$)", para)
             return m[1] if m else para
     return ""
@@ -254,18 +255,14 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
     nav.append({"Labs": [{f"{title} ({lab})": group} for lab, title, group, _ in entries]})
     named = {"data.md": "Data sets", "instructors.md": "For instructors",
              "site.md": "About this site"}
-    others = sorted(p for p in pages if "/" not in p and p not in named and p != "index.md")
-    for rel in others:
-        nav.append({_title(pages[rel], rel[:-3]): rel})
-    for rel in ("data.md", "instructors.md"):
-        if rel in pages:
-            nav.append({named[rel]: rel})
+    more = [{_title(pages[rel], rel[:-3]): rel} for rel in sorted(pages)
+            if "/" not in rel and rel not in named and rel != "index.md"]
+    more += [{named[rel]: rel} for rel in named if rel in pages]
     if commands:
-        nav.append({"Commands behind the results": [
+        more.append({"Commands behind the results": [
             {p if not p.endswith("/train.py") else f"vislab train {p.split('/')[1]}":
              _source_page(p)} for p in commands]})
-    if "site.md" in pages:
-        nav.append({named["site.md"]: "site.md"})
+    nav.append({"More": more})
     return nav
 
 
@@ -470,22 +467,29 @@ def find_browser() -> tuple[str | None, str]:
                   "of Playwright's own (which would be downloaded from outside the registries)")
 
 
-def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit") -> list[Path]:
-    """The home page and one lab's concept page, 1280 x 800, as docs/img/site_*.png."""
-    from playwright.sync_api import sync_playwright
-    browser_path, why = find_browser()
-    if browser_path is None:
-        raise SiteError(f"cannot take screenshots: {why}")
+def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit",
+                browser=None) -> list[Path]:
+    """The home page and one lab's concept page, 1280 x 800, as docs/img/site_*.png (with a
+    Playwright browser of the caller's, or one started here)."""
     shots = [(site / "index.html", img / "site_home.png"),
              (site / "labs" / f"{lab}.html", img / "site_lab.png")]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        for html, png in shots:
-            page.goto(html.resolve().as_uri())
-            page.wait_for_load_state("load")
-            page.screenshot(path=str(png))
-        browser.close()
+    if browser is None:
+        from playwright.sync_api import sync_playwright
+        browser_path, why = find_browser()
+        if browser_path is None:
+            raise SiteError(f"cannot take screenshots: {why}")
+        with sync_playwright() as p:
+            started = p.chromium.launch(executable_path=browser_path)
+            try:
+                return screenshots(site, img, lab, browser=started)
+            finally:
+                started.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    for html, png in shots:
+        page.goto(html.resolve().as_uri())
+        page.wait_for_load_state("load")
+        page.screenshot(path=str(png))
+    page.close()
     return [png for _, png in shots]
 
 

@@ -1,0 +1,266 @@
+"""The self-study site (issue 19): the strict build, the student build, and the built site read
+in headless Chromium as a reader sees it (maths, images, links, search), all offline."""
+import collections
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from vislab import site
+
+ROOT = site.ROOT
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The site built strictly from this checkout (into a temporary folder)."""
+    tmp = tmp_path_factory.mktemp("site")
+    return site.build(out=tmp / "site", src=tmp / "src")
+
+
+def _mini_root(tmp_path: Path, pages: dict[str, str]) -> Path:
+    """A repository with mkdocs.yml, the hook and the given files: a site in miniature."""
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / "vislab").mkdir()
+    shutil.copy(ROOT / "vislab" / "site.py", tmp_path / "vislab" / "site.py")
+    for rel, text in pages.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------------
+
+def test_strict_build_of_the_whole_site(built):
+    """Every lab has its handout and concept page, in the navigation and on the home page."""
+    home = (built / "index.html").read_text()
+    for lab in site.lab_names():
+        pages = []
+        if (ROOT / "labs" / lab / "README.md").exists():
+            pages.append(f"handouts/{lab}/index.html")
+        if (ROOT / "docs" / "labs" / f"{lab}.md").exists():
+            pages.append(f"labs/{lab}.html")
+        assert pages, lab
+        for page in pages:
+            assert (built / page).is_file(), page
+            assert f'href="{page}"' in home, f"the home page does not link {page}"
+    assert (built / "search" / "search_index.js").is_file()  # the search from file://
+
+
+def test_strict_build_names_each_broken_link_image_and_formula(tmp_path):
+    root = _mini_root(tmp_path, {
+        "docs/index.md": "# Home\n\n<!-- vislab: the labs -->\n",
+        "docs/labs/toy.md": "# Toy\n\nSee [the data](../nodata.md) and "
+                            "![a plot](../img/missing.png).\n\nMaths: $\\notacommand{x}$ here.\n",
+    })
+    with pytest.raises(site.SiteError) as e:
+        site.build(root=root, out=tmp_path / "out", src=tmp_path / "src")
+    message = str(e.value)
+    assert "nodata.md" in message and "img/missing.png" in message
+    assert "does not render" in message and "labs/toy.md" in message
+
+
+def test_labs_are_found_not_listed(tmp_path):
+    """A new lab (a handout or a concept page) appears without a list to edit, in the order of
+    the README's lab table, then by name; it gets its pages, its nav entry and its home row."""
+    root = _mini_root(tmp_path, {
+        "README.md": "| lab | you build |\n|---|---|\n| `zeta` | z |\n| `beta` | b |\n",
+        "docs/index.md": "# Home\n\n<!-- vislab: the labs -->\n",
+        "labs/zeta/README.md": "# Lab: Zeta things\n\nWrite zeta.\n",
+        "labs/alpha/README.md": "# Lab: Alpha\n\nWrite alpha.\n",
+        "docs/labs/beta.md": "# The beta lab\n\nBeta is about $\\beta$. More.\n",
+        "docs/labs/zeta.md": "# The zeta lab\n\nZeta concepts.\n",
+    })
+    assert site.lab_names(root) == ["zeta", "beta", "alpha"]
+    out = site.build(root=root, out=tmp_path / "out", src=tmp_path / "src")
+    home = (out / "index.html").read_text()
+    assert home.index("Zeta things") < home.index("beta") < home.index("Alpha")
+    assert (out / "handouts" / "alpha" / "index.html").is_file()
+    assert "<math" in (out / "labs" / "beta.html").read_text()
+
+
+def test_student_build_drops_the_instructors_sections(tmp_path):
+    text = ("# Page\n\nIntro.\n\n" + site.INSTRUCTOR_HEADING + "\n\n- a good answer says X\n\n"
+            "```\n## not a heading, inside code\n```\n\n### a subsection, still dropped\n\n"
+            "## Next section\n\nKept.\n\n" + site.INSTRUCTOR_HEADING + " (not exactly)\n\nKept.\n")
+    student = site.drop_instructor_sections(text)
+    assert "good answer says X" not in student and "still dropped" not in student
+    assert "Intro." in student and "## Next section" in student and "(not exactly)" in student
+    # the real pages: every section that the instructors' build has, the student build has not
+    site.stage(ROOT, tmp_path / "student", student=True)
+    site.stage(ROOT, tmp_path / "all", student=False)
+    pages = sorted(p.relative_to(tmp_path / "all") for p in (tmp_path / "all").rglob("*.md"))
+    for rel in pages:
+        full = (tmp_path / "all" / rel).read_text()
+        mine = (tmp_path / "student" / rel).read_text()
+        assert site.INSTRUCTOR_HEADING + "\n" not in mine, rel
+        assert mine == site.drop_instructor_sections(full), rel
+
+
+def test_commands_link_to_their_scripts(built):
+    """The ViT page's results tables: every command cell links to the page of its script."""
+    page = (built / "labs" / "vit.html").read_text()
+    results = page[page.index('id="results"'):]
+    tables = re.findall(r"<table>.*?</table>", results, flags=re.S)
+    assert len(tables) >= 3
+    for table in tables:
+        links = re.findall(r'<a href="([^"]+)" class="vislab-command">', table)
+        assert links, table[:200]
+        for href in links:
+            assert (built / "labs" / href).resolve().is_file(), href
+    train = (built / "source" / "labs" / "vit" / "train.html").read_text()
+    assert "def main(" in train or "def main</span>" in train or "main" in train
+
+
+def test_a_table_gets_the_command_its_section_names(tmp_path):
+    root = _mini_root(tmp_path, {
+        "docs/index.md": "# Home\n\n<!-- vislab: the labs -->\n",
+        "benchmarks/speed.py": '"""Time things."""\nprint(1)\n',
+        "docs/labs/toy.md": (
+            "# Toy\n\n## Results\n\n### Speed\n\n    python benchmarks/speed.py --repeats 5\n\n"
+            "| model | s/epoch |\n|---|---|\n| ours | 0.73 |\n\n"
+            "### Tasks\n\n| task | what |\n|---|---|\n| `toy.a` | nothing measured |\n"),
+    })
+    out = site.build(root=root, out=tmp_path / "out", src=tmp_path / "src")
+    page = (out / "labs" / "toy.html").read_text()
+    made_by = re.findall(r'<p class="vislab-made-by">(.*?)</p>', page)
+    assert len(made_by) == 1, made_by  # the speed table, not the one without numbers
+    assert 'href="#vislab-command-1"' in made_by[0] and "speed.html" in made_by[0]
+    assert 'id="vislab-command-1"' in page
+    assert "Time things." in (out / "source" / "benchmarks" / "speed.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# In the browser
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    path, why = site.find_browser()
+    if path is None:
+        pytest.skip(f"no headless browser: {why}")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path)
+        yield b
+        b.close()
+
+
+class Reader:
+    """One browser tab that records page errors and blocks (and counts) every request that
+    would leave the disk."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
+        self.outside, self.errors = [], []
+        self.page.route("**/*", self._route)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _route(self, route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def open(self, path: Path):
+        self.page.goto(path.resolve().as_uri())
+        self.page.wait_for_load_state("load")
+        return self.page
+
+
+_READ = """() => {
+  const article = document.querySelector("article");
+  const maths = [...article.querySelectorAll("math")].map(m => {
+    const r = m.getBoundingClientRect(); return [r.width, r.height]; });
+  const images = [...article.querySelectorAll("img")].map(i =>
+    [i.getAttribute("src"), i.complete ? i.naturalWidth : 0]);
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  let text = "";
+  while (walker.nextNode()) {
+    const n = walker.currentNode;
+    if (!n.parentElement.closest("pre, code, math")) text += n.textContent + " ";
+  }
+  const links = [...article.querySelectorAll("a.vislab-command, .vislab-made-by a")].map(
+    a => a.href);
+  const ids = [...document.querySelectorAll("[id]")].map(e => e.id);
+  return {maths, images, text, links, ids};
+}"""
+
+
+def _lab_pages(built):
+    for lab in site.lab_names():
+        for rel in (f"handouts/{lab}/index.html", f"labs/{lab}.html"):
+            if (built / rel).exists():
+                yield lab, built / rel
+
+
+def test_each_lab_page_renders_its_maths_images_and_links(built, browser):
+    reader = Reader(browser)
+    pages = list(_lab_pages(built)) + [("site", built / "site.html")]
+    seen = collections.Counter()
+    for lab, path in pages:
+        page = reader.open(path)
+        got = page.evaluate(_READ)
+        source = path.read_text()
+        where = path.relative_to(built)
+        assert len(got["maths"]) == source.count("<math "), where
+        for w, h in got["maths"]:
+            assert w > 0 and h > 0, f"{where}: a formula laid out with no size"
+        leftover = re.findall(r"\$\$|\\\(|\\\[|\$[^$\s][^$]*\\[a-zA-Z]+[^$]*\$", got["text"])
+        assert not leftover, f"{where}: raw TeX on the page: {leftover[:3]}"
+        for src, width in got["images"]:
+            assert width > 0, f"{where}: the image {src} did not load"
+        for href in got["links"]:
+            url = urlparse(href)
+            target = Path(unquote(url.path))
+            assert target.is_file(), f"{where}: the link {href} leads nowhere"
+            if url.fragment and target == path.resolve():
+                assert url.fragment in got["ids"], f"{where}: no anchor #{url.fragment}"
+        seen["maths"] += len(got["maths"])
+        seen["images"] += len(got["images"])
+    assert not reader.errors, reader.errors
+    assert not reader.outside, f"requests that left the disk: {reader.outside[:5]}"
+    assert seen["images"] > 10 and seen["maths"] >= 3  # the checks above looked at something
+
+
+def _search_term(lab: str, built_src: Path) -> str:
+    """A word of the lab's handout that no other page of the site has, the handout's most
+    frequent such word (so the search must find this lab by its handout)."""
+    words = lambda text: re.findall(r"[a-z]{7,}", text.lower())  # noqa: E731
+    handout = (ROOT / "labs" / lab / "README.md").read_text()
+    others = set()
+    for md in built_src.rglob("*.md"):
+        if md != built_src / "handouts" / lab / "README.md":
+            others |= set(words(md.read_text()))
+    counts = collections.Counter(w for w in words(handout) if w not in others)
+    assert counts, f"no word of {lab}'s handout is unique to it"
+    return counts.most_common(1)[0][0]
+
+
+def test_search_finds_each_lab_by_a_term_of_its_handout(built, browser):
+    reader = Reader(browser)
+    page = reader.open(built / "index.html")
+    box = page.locator("input[data-md-component=search-query]")
+    labs = [lab for lab in site.lab_names() if (ROOT / "labs" / lab / "README.md").exists()]
+    assert labs
+    for lab in labs:
+        term = _search_term(lab, built.parent / "src")
+        box.click()
+        box.fill("")
+        box.type(term)
+        hit = page.locator(f".md-search-result__item a[href*='handouts/{lab}/']").first
+        hit.wait_for(timeout=10_000)
+        assert f"handouts/{lab}/" in hit.get_attribute("href"), (lab, term)
+    assert not reader.errors and not reader.outside
+
+
+def test_screenshots_command(built, browser, tmp_path):
+    pngs = site.screenshots(built, img=tmp_path, browser=browser)
+    assert [p.name for p in pngs] == ["site_home.png", "site_lab.png"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
