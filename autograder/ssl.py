@@ -175,6 +175,34 @@ def reference_encoder(state, config, x, noise, ratio, variant=None):
     return (h if variant == "no norm" else ref.norm(h)).detach()
 
 
+@lab.check("ssl.mae_encoder", points=1)
+def encoder_never_sees_masked_pixels(student, g):
+    """Changing the masked patches' pixels does not change the latent; changing one visible
+    patch's pixels does (the same masks both times)."""
+    c = CONFIG
+    _, state = encoder_setup(g)
+    B, P, S = 4, c["patch_size"], c["image_size"]
+    N, grid = (S // P) ** 2, S // P
+    x = torch.randn(B, c["in_channels"], S, S, generator=g)
+    (noise,) = noises(g, 1, B, N)
+    _, mask, _ = probes.masking_from_noise(noise, c["mask_ratio"])
+    pixel_mask = mask.reshape(B, 1, grid, 1, grid, 1).expand(B, 1, grid, P, grid, P)
+    pixel_mask = pixel_mask.reshape(B, 1, S, S).bool()
+    other = torch.where(pixel_mask, 5 * torch.randn(x.shape, generator=g), x)
+    run = lambda images: student.run(probes.encoder, config=c, state=state, x=images,  # noqa: E731
+                                     noises=[noise], mask_ratio=c["mask_ratio"])["latent"]
+    first, second = run(x), run(other)
+    expect_shape(second, first.shape, "MAEEncoder latent")
+    expect(torch.allclose(first, second, atol=1e-5),
+           "changing only the masked patches' pixels changed the encoder's output: the masked "
+           "tokens were passed to the encoder; they must never reach the blocks (mask the tokens, then run the blocks on the "
+           "K visible ones)", "masked tokens passed to the encoder")
+    visible = torch.where(pixel_mask, x, x + 3 * torch.randn(x.shape, generator=g))
+    expect(not torch.allclose(first, run(visible), atol=1e-4),
+           "changing the visible patches' pixels did not change the encoder's output: the "
+           "visible patches must be encoded")
+
+
 @lab.check("ssl.mae_encoder", points=2)
 def encoder_matches_reference(student, g):
     """The latent equals the grader's encoder on the same masks (random_masking is the
@@ -219,34 +247,6 @@ def encoder_matches_reference(student, g):
     want = {n: p.grad.float() for n, p in ref64.named_parameters()
             if n in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")}
     expect_gradients(got.get("grads") or {}, want, "MAEEncoder")
-
-
-@lab.check("ssl.mae_encoder", points=1)
-def encoder_never_sees_masked_pixels(student, g):
-    """Changing the masked patches' pixels does not change the latent; changing one visible
-    patch's pixels does (the same masks both times)."""
-    c = CONFIG
-    _, state = encoder_setup(g)
-    B, P, S = 4, c["patch_size"], c["image_size"]
-    N, grid = (S // P) ** 2, S // P
-    x = torch.randn(B, c["in_channels"], S, S, generator=g)
-    (noise,) = noises(g, 1, B, N)
-    _, mask, _ = probes.masking_from_noise(noise, c["mask_ratio"])
-    pixel_mask = mask.reshape(B, 1, grid, 1, grid, 1).expand(B, 1, grid, P, grid, P)
-    pixel_mask = pixel_mask.reshape(B, 1, S, S).bool()
-    other = torch.where(pixel_mask, 5 * torch.randn(x.shape, generator=g), x)
-    run = lambda images: student.run(probes.encoder, config=c, state=state, x=images,  # noqa: E731
-                                     noises=[noise], mask_ratio=c["mask_ratio"])["latent"]
-    first, second = run(x), run(other)
-    expect_shape(second, first.shape, "MAEEncoder latent")
-    expect(torch.allclose(first, second, atol=1e-5),
-           "changing only the masked patches' pixels changed the encoder's output: the masked "
-           "patches must never reach the blocks (mask the tokens, then run the blocks on the "
-           "K visible ones)", "masked tokens passed to the encoder")
-    visible = torch.where(pixel_mask, x, x + 3 * torch.randn(x.shape, generator=g))
-    expect(not torch.allclose(first, run(visible), atol=1e-4),
-           "changing the visible patches' pixels did not change the encoder's output: the "
-           "visible patches must be encoded")
 
 
 # ------------------------------------------------------------------------- ssl.mae_decoder
@@ -416,7 +416,7 @@ PRETRAIN = dict(steps=150, batch_size=32, lr=3e-3)
 PRETRAIN_CONFIG = dict(image_size=28, patch_size=7, in_channels=1, dim=64, depth=2, num_heads=4,
                        mlp_dim=128, decoder_dim=32, decoder_depth=1, decoder_heads=4,
                        decoder_mlp_dim=64, mask_ratio=0.5)
-TRAIN_THRESHOLD = 0.85   # masked MSE; lower is better (calibration pending)
+TRAIN_THRESHOLD = 0.85   # masked MSE, lower is better: 20 seeds gave 0.694-0.730, no learning ~1.3
 
 
 def masked_test_loss(student, seed: int) -> float:
