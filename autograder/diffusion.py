@@ -72,8 +72,10 @@ def expect_schedule(got, want: dict, what: str, wrong: dict[str, dict]) -> None:
            f"{what}: expected a dict with the keys {', '.join(SCHEDULE_KEYS)}; missing "
            f"{[k for k in SCHEDULE_KEYS if type(got) is not dict or k not in got]}")
     for key in SCHEDULE_KEYS:
-        # float32 arithmetic is accepted (rtol 1e-4 covers a cumprod of 1000 float32 terms)
-        expect_close(got[key], want[key], f"{what}[{key!r}]", atol=1e-7, rtol=1e-4,
+        # float32 arithmetic is accepted: 1 - abar_0 = beta_0 = 1e-4 computed in float32 keeps
+        # about 3 digits (posterior_mean_coef1[0] = beta_0 / (1 - abar_0) = 1 comes out 1.0002),
+        # hence rtol 1e-3; every named mistake is off by far more.
+        expect_close(got[key], want[key], f"{what}[{key!r}]", atol=1e-6, rtol=1e-3,
                      diagnoses={m: s[key] for m, s in wrong.items()})
 
 
@@ -109,7 +111,7 @@ def cosine_schedule(student, g):
                  "abar_{t-1} padded on the wrong side": derived(cosine_betas(T), prev_pad="right")}
         if type(got) is dict and "betas" in got and len(got["betas"]) == T:
             last = got["betas"][-1].item()
-            expect(math.isfinite(last) and last <= 0.999 + 1e-9,
+            expect(math.isfinite(last) and last <= 0.999 + 1e-6,   # 0.999 in float32 is 0.99900001
                    f"make_schedule(T={T}, 'cosine'): the last beta is {last:.6g}; cap the betas "
                    f"at 0.999 (f(1) = 0 makes the uncapped last beta 1)",
                    "the cosine betas not capped at 0.999")
@@ -333,16 +335,22 @@ def p_sample_step(student, g):
 
 @lab.check("diffusion.p_sample", points=1)
 def p_sample_last_step_and_clip(student, g):
-    """At t = 0 no noise is added (x_{-1} is the mean); with clip=True x0_hat is clamped to
+    """At t = 0 no noise is added (x_{-1} is the mean), even where the schedule stores a nonzero
+    posterior_variance[0]; with clip=True x0_hat is clamped to
     [-1, 1] before the mean is computed (one image, (1, 1, 6, 3), and a batch at t = 500)."""
     sched = ref_schedule(1000)
+    clipped = dict(sched)   # improved DDPM's clipped variance: var_1 stored at t = 0 too
+    clipped["posterior_variance"] = torch.cat([sched["posterior_variance"][1:2],
+                                               sched["posterior_variance"][1:]])
     x_t = torch.randn(1, 1, 6, 3, generator=g)
     eps = torch.randn(1, 1, 6, 3, generator=g)
     noise = torch.randn(1, 1, 6, 3, generator=g)
-    got = student.run(probes.p_sample, schedule=sched, eps=eps, x_t=x_t, t=0, noise=noise, clip=False)
-    expect_close(got, ref_step(sched, eps, x_t, 0, noise), "p_sample at t = 0", diagnoses={
-        "noise added at the final step (at t = 0 return the mean)":
-            ref_step(sched, eps, x_t, 0, noise, noise_at_0=True)})
+    got = student.run(probes.p_sample, schedule=clipped, eps=eps, x_t=x_t, t=0, noise=noise,
+                      clip=False)
+    expect_close(got, ref_step(clipped, eps, x_t, 0, noise), "p_sample at t = 0 (with "
+                 "posterior_variance[0] = var_1, as improved DDPM stores it)", diagnoses={
+        "noise added at the final step (at t = 0 return the mean, whatever posterior_variance[0] "
+        "holds)": ref_step(clipped, eps, x_t, 0, noise, noise_at_0=True)})
     for t in (500, 0):
         x_t = 3 * torch.randn(4, 1, 3, 5, generator=g)            # x0_hat far outside [-1, 1]
         eps = torch.randn(4, 1, 3, 5, generator=g)
@@ -500,12 +508,12 @@ def resblock_state(g, cin, cout, tdim):
     return s
 
 
-def ref_resblock(S, x, temb, groups, norm_first=True, silu_temb=True, time_after=False,
+def ref_resblock(S, x, temb, groups, norm_after=(), silu_temb=True, time_after=False,
                  skip=True, drop_mask=None):
     def stage(h, n):
         w, b = S[f"norm{n}.weight"], S[f"norm{n}.bias"]
-        return (F.silu(F.group_norm(h, groups, w, b)) if norm_first
-                else F.group_norm(F.silu(h), groups, w, b))
+        return (F.group_norm(F.silu(h), groups, w, b) if n in norm_after
+                else F.silu(F.group_norm(h, groups, w, b)))
     tt = F.linear(F.silu(temb) if silu_temb else temb, S["time_proj.weight"], S["time_proj.bias"])
     h = F.conv2d(stage(x, 1), S["conv1.weight"], S["conv1.bias"], padding=1)
     if not time_after:
@@ -537,7 +545,11 @@ def resblock_case(student, g, cin, cout, groups, B, H, W, what):
     xx, tt = x.double(), temb.double()
     expect_close(got["out"], want.detach(), what, diagnoses={
         "GroupNorm after the activation (normalise first: SiLU(GroupNorm(x)))":
-            ref_resblock(Sd, xx, tt, groups, norm_first=False),
+            ref_resblock(Sd, xx, tt, groups, norm_after=(1, 2)),
+        "GroupNorm after the activation in the first stage (norm1 before SiLU)":
+            ref_resblock(Sd, xx, tt, groups, norm_after=(1,)),
+        "GroupNorm after the activation in the second stage (norm2 before SiLU)":
+            ref_resblock(Sd, xx, tt, groups, norm_after=(2,)),
         "the time embedding projected without SiLU first (time_proj(SiLU(temb)))":
             ref_resblock(Sd, xx, tt, groups, silu_temb=False),
         "the time embedding added after conv2 (add it between the two convs)":
@@ -767,9 +779,10 @@ def guidance_formula(student, g):
         ec = a.double() * x.double() + table.double()[y].view(view)
         eu = a.double() * x.double() + table.double()[null]
         labels = got["labels"]
-        expect(any(torch.equal(l, torch.full_like(y, null)) for l in labels) or w == 0,
-               f"guided_eps (w = {w:g}) never called the model with every label = null_label "
-               f"({null}): the unconditional prediction uses the null label",
+        nulls = sum(int((l == null).sum()) for l in labels if type(l) is torch.Tensor)
+        expect(nulls >= len(y) or w == 0,
+               f"guided_eps (w = {w:g}) never called the model with the null label ({null}) for "
+               f"every image: the unconditional prediction uses the null label",
                "no unconditional pass with the null label")
         expect_close(got["out"], (1 + w) * ec - w * eu, f"guided_eps(w = {w:g})", diagnoses={
             "w eps_c + (1 - w) eps_u (the handout's convention: (1 + w) eps_c - w eps_u, so w = 0 "
@@ -795,8 +808,11 @@ def label_dropout(student, g):
                                              f"null_label appeared")
         frac = dropped.double().mean().item()
         if p in (0.0, 1.0):
+            keep = frac == 1 - p
             expect(frac == p, f"drop_labels(p = {p:g}) dropped {frac:.1%} of the labels, expected "
-                              f"{p:.0%}", "p taken as the keep probability" if frac == 1 - p else None)
+                              f"{p:.0%}" + ("; p is the probability of dropping a label, not of "
+                                           "keeping it" if keep else ""),
+                   "p taken as the keep probability" if keep else None)
         else:
             se = math.sqrt(p * (1 - p) / len(y))
             expect(abs(frac - (1 - p)) > 5 * se, f"drop_labels(p = {p:g}) dropped {frac:.1%}: p is "

@@ -167,6 +167,9 @@ def sample(lab, schedule, shape, a, b, cond, clip, seed):
             if type(v) is not torch.Tensor:
                 raise ProbeFailed(f"sample passed {name} to p_sample as {type(v).__name__}, "
                                   f"expected a tensor")
+        if not 0 <= int(t) < T:
+            raise ProbeFailed(f"sample passed t = {int(t)} to p_sample: t runs 0..T-1 = "
+                              f"0..{T - 1} (not 1..T)")
         steps.append({"eps": eps.detach().clone(), "x_t": x_t.detach().clone(), "t": int(t),
                       "noise": noise.detach().clone(), "clip": bool(clip)})
         out = ref_p_sample(schedule_, eps, x_t, t, noise, clip)

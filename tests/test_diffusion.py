@@ -1,0 +1,298 @@
+"""The diffusion lab's checks: plausible mistakes lose points in the named task with a message
+that helps, correct code written differently gets full marks, and the grader's closed-form
+references agree with diffusers' DDPMScheduler (an independent implementation)."""
+import pytest
+import torch
+
+from conftest import by_task, variant
+from vislab import SOLUTIONS_DIR
+from vislab.grading import Lab, grade, load_lab, summarize
+
+# The training check takes seconds: mistakes in diffusion.loss are caught by the quick checks
+# too, so they are graded without it (tests/test_grading.py runs it on the solution), except
+# the one case that shows the training check itself catches a loss that targets x0.
+SLOW = {"trains_a_denoiser"}
+
+
+def grade_task(folder, task: str, quick: bool = True) -> tuple[dict, str]:
+    """The task's row, and every failing check's message joined (the row shows the first)."""
+    lab = load_lab("diffusion")
+    if quick:
+        lab = Lab(lab.name, lab.tasks, [c for c in lab.checks if c.name not in SLOW])
+    results = grade(lab, folder, task)
+    rows = summarize(lab, results)
+    assert len(rows) == 1
+    return rows[0], " | ".join(r.message for r in results if r.status != "passed")
+
+
+PAD = "abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])        # (T,)"
+CAP = "betas = (1 - f(u[1:]) / f(u[:-1])).clamp(max=0.999)                       # (T,)"
+LAST = """    if t == 0:
+        return mean
+    return mean + math.sqrt(s["posterior_variance"]) * noise"""
+CLIP = """    if clip:
+        x0_hat = x0_hat.clamp(-1, 1)
+    mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t"""
+LOOP = "for t in reversed(range(T)):"
+NOISE = "x = p_sample(schedule, eps, x, t, torch.randn_like(x), clip)\n        if callback"
+EMB = "emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)      # (B, 2*half)"
+NORM1 = "h = self.conv1(F.silu(self.norm1(x)))                        # (B, out, H, W)"
+CONV2 = "h = self.conv2(self.dropout(F.silu(self.norm2(h))))          # (B, out, H, W)"
+KEYS = "k = self.to_k(context).view(B, context.shape[1], h, D // h).transpose(1, 2)  # (B, h, L, d)"
+SCALE = "att = (q @ k.transpose(-2, -1)) / math.sqrt(D // h)                    # (B, h, N, L)"
+BLOCK = """        h = h + self.attn1(self.norm1(h))
+        h = h + self.attn2(self.norm2(h), cond)
+        h = h + self.mlp(self.norm3(h))"""
+GUIDE = "return (1 + w) * eps_c - w * eps_u"
+DROP = "drop = torch.rand(y.shape, device=y.device) < p                  # (B,)"
+TDRAW = "t = torch.randint(0, T, (len(x0),), device=x0.device)           # (B,)"
+
+MISTAKES = {
+    # name: (task, file, old, new, words the message must contain)
+    "abar_{t-1} padded on the wrong side": (
+        "diffusion.schedule", "ddpm.py", PAD,
+        "abar_prev = torch.cat([abar[:-1], torch.ones(1, dtype=torch.float64)])", "padded"),
+    "posterior variance without / (1 - abar_t)": (
+        "diffusion.schedule", "ddpm.py", '\n        "posterior_variance": betas * (1 - abar_prev) / (1 - abar),',
+        '\n        "posterior_variance": betas * (1 - abar_prev),', "without the division by (1 - abar_t)"),
+    "cosine betas not capped": (
+        "diffusion.schedule", "ddpm.py", CAP, "betas = 1 - f(u[1:]) / f(u[:-1])", "0.999"),
+    "sqrt missing on abar": (
+        "diffusion.q_sample", "ddpm.py", "return abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+        "return abar * x0 + (1 - abar).sqrt() * noise", "sqrt missing on abar"),
+    "t indexed 1..T in q_sample": (
+        "diffusion.q_sample", "ddpm.py", 'abar = gather(schedule["alphas_cumprod"], t, x0)',
+        'abar = gather(schedule["alphas_cumprod"], t - 1, x0)', "off by one"),
+    "the loss targets x0": (
+        "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
+        "return F.mse_loss(model(x_t, t, cond), x0)", "targets x0"),
+    "t drawn from 1..T-1": (
+        "diffusion.loss", "ddpm.py", TDRAW, "t = torch.randint(1, T, (len(x0),), device=x0.device)",
+        "never took the value 0"),
+    "t drawn from 0..T-2": (
+        "diffusion.loss", "ddpm.py", TDRAW, "t = torch.randint(0, T - 1, (len(x0),), device=x0.device)",
+        "excludes T"),
+    "one t for the whole batch": (
+        "diffusion.loss", "ddpm.py", TDRAW,
+        "t = torch.randint(0, T, (1,), device=x0.device).expand(len(x0))", "same t"),
+    "a sum instead of the mean": (
+        "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
+        "return ((model(x_t, t, cond) - noise) ** 2).sum()", "a sum instead of the mean"),
+    "noise added at the final step": (
+        "diffusion.p_sample", "ddpm.py", LAST,
+        '    return mean + math.sqrt(s["posterior_variance"]) * noise', "final step"),
+    "x0_hat clipped after the mean": (
+        "diffusion.p_sample", "ddpm.py", CLIP,
+        '    mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t\n'
+        '    if clip:\n        x0_hat = x0_hat.clamp(-1, 1)', "clip then does nothing"),
+    "variance beta_t (fixed large)": (
+        "diffusion.p_sample", "ddpm.py", 'math.sqrt(s["posterior_variance"]) * noise',
+        'math.sqrt(schedule["betas"][t].item()) * noise', "sqrt(beta_t)"),
+    "the loop runs upwards": (
+        "diffusion.sample", "ddpm.py", LOOP, "for t in range(T):", "from T-1"),
+    "the loop runs T..1": (
+        "diffusion.sample", "ddpm.py", LOOP, "for t in reversed(range(1, T + 1)):", "0..T-1"),
+    "one noise for every step": (
+        "diffusion.sample", "ddpm.py", NOISE,
+        "x = p_sample(schedule, eps, x, t, torch.randn(shape, generator=torch.Generator().manual_seed(1)), clip)\n        if callback",
+        "same noise"),
+    "sin and cos halves swapped": (
+        "diffusion.time_embedding", "unet.py", EMB,
+        "emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)", "swapped"),
+    "GroupNorm after the activation": (
+        "diffusion.resblock", "unet.py", NORM1, "h = self.conv1(self.norm1(F.silu(x)))",
+        "GroupNorm after the activation"),
+    "dropout after conv2": (
+        "diffusion.resblock", "unet.py", CONV2,
+        "h = self.dropout(self.conv2(F.silu(self.norm2(h))))", "dropout after conv2"),
+    "keys from the image": (
+        "diffusion.cross_attention", "unet.py", KEYS,
+        "k = self.to_k(x).view(B, N, h, D // h).transpose(1, 2)", "keys from the image"),
+    "no 1/sqrt(d) scaling": (
+        "diffusion.cross_attention", "unet.py", SCALE, "att = q @ k.transpose(-2, -1)",
+        "no 1/sqrt(head_dim)"),
+    "post-norm transformer block": (
+        "diffusion.cross_attention", "unet.py", BLOCK,
+        "        h = self.norm1(h + self.attn1(h))\n        h = self.norm2(h + self.attn2(h, cond))\n"
+        "        h = self.norm3(h + self.mlp(h))", "post-norm"),
+    "guidance w eps_c + (1 - w) eps_u": (
+        "diffusion.guidance", "ddpm.py", GUIDE, "return w * eps_c + (1 - w) * eps_u",
+        "(1 + w) eps_c - w eps_u"),
+    "p taken as the keep probability": (
+        "diffusion.guidance", "ddpm.py", DROP, "drop = torch.rand(y.shape, device=y.device) >= p",
+        "not of keeping it"),
+}
+
+
+@pytest.mark.parametrize("name", by_task(MISTAKES))
+def test_mistake_loses_points_with_a_helpful_message(name, tmp_path):
+    task, file, old, new, words = MISTAKES[name]
+    folder = variant(tmp_path, "diffusion", {file: [(old, new)]})
+    row, messages = grade_task(folder, task)
+    assert row["earned"] < row["possible"], f"{name}: not caught"
+    assert words.lower() in messages.lower(), f"{name}: {messages}"
+
+
+def test_the_training_check_catches_a_loss_that_targets_x0(tmp_path):
+    """Only the training check: a denoiser trained to output x0 fails the mark."""
+    folder = variant(tmp_path, "diffusion", {"ddpm.py": [(
+        "return F.mse_loss(model(x_t, t, cond), noise)", "return F.mse_loss(model(x_t, t, cond), x0)")]})
+    lab = load_lab("diffusion")
+    lab = Lab(lab.name, lab.tasks, [c for c in lab.checks if c.name in SLOW])
+    [result] = grade(lab, folder, "diffusion.loss")
+    assert result.status == "failed" and "epsilon MSE" in result.message
+
+
+ALTERNATIVES = {
+    # name: (task, file, [(old, new), ...])
+    "betas stored in float32 (as diffusers stores them)": ("diffusion.schedule", "ddpm.py", [
+        ("betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)     # (T,)",
+         "betas = torch.linspace(beta_start, beta_end, T)"),
+        ("    alphas = 1 - betas\n    abar", "    betas = betas.float()\n    alphas = 1 - betas\n    abar"),
+        (PAD, "abar_prev = torch.cat([torch.ones(1), abar[:-1]])")]),
+    "the linear schedule all in float32": ("diffusion.schedule", "ddpm.py", [
+        ("betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)     # (T,)",
+         "betas = torch.linspace(beta_start, beta_end, T)"),
+        (PAD, "abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])")]),
+    "abar_prev with F.pad": ("diffusion.schedule", "ddpm.py", [
+        (PAD, "abar_prev = F.pad(abar[:-1], (1, 0), value=1.0)")]),
+    "q_sample without gather": ("diffusion.q_sample", "ddpm.py", [
+        ('abar = gather(schedule["alphas_cumprod"], t, x0)                # (B, 1, 1, 1)',
+         'abar = schedule["alphas_cumprod"][t].to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))')]),
+    "loss written out, t from torch.randint(T, ...)": ("diffusion.loss", "ddpm.py", [
+        (TDRAW, "t = torch.randint(T, size=(x0.shape[0],))"),
+        ("return F.mse_loss(model(x_t, t, cond), noise)",
+         "return (model(x_t, t, cond) - noise).pow(2).mean()")]),
+    "the mean from eps (no x0_hat) when not clipping": ("diffusion.p_sample", "ddpm.py", [
+        (CLIP, """    if clip:
+        x0_hat = x0_hat.clamp(-1, 1)
+        mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t
+    else:
+        beta = schedule["betas"][t].item()
+        mean = (x_t - beta / math.sqrt(1 - s["alphas_cumprod"]) * eps) / math.sqrt(1 - beta)""")]),
+    "a while loop with t as a tensor": ("diffusion.sample", "ddpm.py", [
+        ("""    for t in reversed(range(T)):
+        t_batch = torch.full((shape[0],), t, dtype=torch.long, device=x.device)   # (B,)""",
+         """    t = T
+    while t > 0:
+        t -= 1
+        t_batch = torch.ones(shape[0], dtype=torch.long, device=x.device) * t""")]),
+    "embedding with torch.outer and a power": ("diffusion.time_embedding", "unet.py", [
+        ("""    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32,
+                                                           device=t.device) / half)   # (half,)
+    args = t.float()[:, None] * freqs[None]                          # (B, half)""",
+         """    freqs = max_period ** (-torch.arange(half, dtype=torch.float64) / half)
+    args = torch.outer(t.double(), freqs)"""),
+        ("    return emb\n", "    return emb.float()\n")]),
+    "ResBlock with the skip made first and nn.SiLU modules": ("diffusion.resblock", "unet.py", [
+        ("""        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1""", """        self.skip = (nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels
+                     else nn.Identity())
+        self.act = nn.SiLU()
+        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1"""),
+        (NORM1, "h = self.conv1(self.act(self.norm1(x)))"),
+        ("h = h + self.time_proj(F.silu(temb))[:, :, None, None]",
+         "h = h + self.time_proj(self.act(temb)).unsqueeze(-1).unsqueeze(-1)")]),
+    "einsum attention": ("diffusion.cross_attention", "unet.py", [
+        (SCALE, "att = torch.einsum('bhnd,bhld->bhnl', q, k) * (D // h) ** -0.5"),
+        ("out = att.softmax(dim=-1) @ v ", "out = torch.einsum('bhnl,bhld->bhnd', att.softmax(-1), v)")]),
+    "scaled_dot_product_attention": ("diffusion.cross_attention", "unet.py", [
+        (SCALE, "att = None"),
+        ("out = att.softmax(dim=-1) @ v ", "out = F.scaled_dot_product_attention(q, k, v)")]),
+    "guidance in one batched call": ("diffusion.guidance", "ddpm.py", [
+        ("""    eps_c = model(x, t, y)                                           # (B, C, H, W)
+    eps_u = model(x, t, torch.full_like(y, null_label))              # (B, C, H, W)""",
+         """    both = model(torch.cat([x, x]), torch.cat([t, t]),
+                 torch.cat([y, torch.full_like(y, null_label)]))
+    eps_c, eps_u = both.chunk(2)"""),
+        (GUIDE, "return eps_c + w * (eps_c - eps_u)")]),
+    "drop_labels with bernoulli and masked_fill": ("diffusion.guidance", "ddpm.py", [
+        (DROP, "drop = torch.bernoulli(torch.full(y.shape, float(p))).bool()"),
+        ("return torch.where(drop, torch.full_like(y, null_label), y)",
+         "return y.masked_fill(drop, null_label)")]),
+}
+
+
+@pytest.mark.parametrize("name", by_task(ALTERNATIVES))
+def test_correct_alternative_gets_full_marks(name, tmp_path):
+    task, file, edits = ALTERNATIVES[name]
+    folder = variant(tmp_path, "diffusion", {file: edits})
+    row, messages = grade_task(folder, task)
+    assert row["earned"] == row["possible"], f"{name}: {messages}"
+
+
+# ------------------------------------------------- the references against diffusers
+
+def _grader():
+    load_lab("diffusion")
+    import sys
+    return sys.modules["_vislab_autograder.diffusion"]
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_reference_schedule_and_q_sample_equal_diffusers(kind):
+    diffusers = pytest.importorskip("diffusers")
+    ref = _grader()
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule={
+        "linear": "linear", "cosine": "squaredcos_cap_v2"}[kind])
+    mine = ref.ref_schedule(1000, kind)
+    assert torch.allclose(sched.betas.double(), mine["betas"], rtol=1e-5, atol=1e-9)
+    assert torch.allclose(sched.alphas_cumprod.double(), mine["alphas_cumprod"], rtol=1e-4, atol=1e-9)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 2, 5, 3, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 17, 500, 998, 999])
+    sched.alphas_cumprod = torch.cumprod(1 - mine["betas"], 0)     # float64 inside diffusers
+    want = sched.add_noise(x0, noise, t)
+    assert torch.allclose(ref.ref_q(mine, x0, t, noise), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_reference_step_equals_diffusers_fixed_small(clip):
+    diffusers = pytest.importorskip("diffusers")
+    ref = _grader()
+    mine = ref.ref_schedule(1000)
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_small",
+                                    clip_sample=clip)
+    sched.betas = mine["betas"].clone()
+    sched.alphas = 1 - sched.betas
+    sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
+    sched.one = torch.tensor(1.0, dtype=torch.float64)
+    sched.set_timesteps(1000)
+    g = torch.Generator().manual_seed(1)
+    for t in (999, 500, 1, 0):
+        x_t = 3 * torch.randn(2, 1, 4, 5, generator=g, dtype=torch.float64)
+        eps = torch.randn(x_t.shape, generator=g, dtype=torch.float64)
+        state = torch.Generator().manual_seed(t)
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+        want = sched.step(eps, t, x_t, generator=state).prev_sample
+        got = ref.ref_step(mine, eps, x_t, t, noise, clip=clip)
+        assert torch.allclose(got, want, atol=1e-10), t
+    assert mine["posterior_variance"][0] == 0
+
+
+def test_the_solution_samples_with_a_respaced_schedule():
+    """respace keeps the chosen abar and the last step; the sampler visits each kept step."""
+    from vislab.impl import import_lab
+
+    ddpm = import_lab(SOLUTIONS_DIR / "diffusion").ddpm
+    sched = ddpm.make_schedule(1000)
+    new, kept = ddpm.respace(sched, 10)
+    assert kept[0] == 0 and kept[-1] == 999 and len(kept) == 10
+    assert torch.allclose(new["alphas_cumprod"], sched["alphas_cumprod"][kept])
+    seen = []
+    model = ddpm.respaced_model(lambda x, t, c: seen.append(int(t[0])) or torch.zeros_like(x), kept)
+    out = ddpm.sample(model, new, (2, 1, 3, 3))
+    assert seen == kept.flip(0).tolist() and out.shape == (2, 1, 3, 3)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--p-uncond", "1.5"], "--p-uncond must be"),
+    (["--sample-steps", "20", "--T", "10"], "more than --T"),
+])
+def test_bad_options_get_one_line(argv, words, capsys):
+    from vislab.cli import main
+
+    assert main(["train", "diffusion", "--impl", "solutions", *argv]) == 2
+    assert words in capsys.readouterr().err
