@@ -452,8 +452,9 @@ def find_browser() -> tuple[str | None, str]:
         import playwright  # noqa: F401
     except ImportError:
         return None, "the Python package playwright is not installed (pip install -e '.[docs]')"
-    for path in (shutil.which("chromium"), shutil.which("chromium-browser"),
-                 shutil.which("google-chrome"), "/usr/lib/chromium/chromium"):
+    # Debian's binary itself first: its wrapper script /usr/bin/chromium only adds flags
+    for path in ("/usr/lib/chromium/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
         if path and Path(path).exists():
             return path, ""
     try:
