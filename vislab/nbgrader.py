@@ -112,11 +112,11 @@ def mark_written(nb: dict, lab_name: str) -> list[str]:
     and lock the question cell before each; return the question ids marked. The points come
     from the lab's handout; an answer cell for a question the handout does not ask, or a
     question without its answer cell, is a UsageError (the lab is inconsistent)."""
-    from vislab.written import notebook_problems, questions, written_id
+    from vislab.written import answer_cells, notebook_problems, questions, written_id
 
     asked = questions(lab_name)
-    if not asked:
-        return []
+    if not asked and not answer_cells(nb):
+        return []  # a lab without written questions (yet)
     problems = notebook_problems(nb, lab_name, asked, f"labs/{lab_name}/{lab_name}.ipynb")
     if problems:
         raise UsageError(f"the {lab_name} lab's written questions are inconsistent: "

@@ -59,12 +59,12 @@ class Question:
 # ------------------------------------------------------------------------------ the handout
 
 def _sections(text: str) -> list[tuple[str, int]]:
-    """(heading, line index) of every `## ` heading outside fenced code."""
+    """(heading, line index) of every level-1 or level-2 heading outside fenced code."""
     found, fenced = [], False
     for n, line in enumerate(text.splitlines()):
-        if line.lstrip().startswith("```"):
+        if line.lstrip().startswith(("```", "~~~")):
             fenced = not fenced
-        elif not fenced and line.startswith("## "):
+        elif not fenced and line.startswith(("# ", "## ")):
             found.append((line.rstrip(), n))
     return found
 
@@ -299,7 +299,7 @@ def report(lab: str, folder: Path, show: bool = True) -> dict:
 
 def strip_instructor_sections(text: str) -> str:
     """The docs page without its `## For instructors: what a good answer contains` section
-    (from that heading up to the next `## ` heading, or to the end)."""
+    (from that heading up to the next `#` or `##` heading, or to the end)."""
     lines = text.splitlines(keepends=True)
     bounds = _sections(text) + [("", len(lines))]
     drop = [(start, end) for (heading, start), (_, end) in zip(bounds, bounds[1:])
