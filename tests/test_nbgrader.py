@@ -193,7 +193,7 @@ def check_written_gradebook(course: Path) -> None:
 
 
 def test_nbgrader_init_marks_written_answers_as_manually_graded(tmp_path):
-    labs = [lab for lab in lab_names() if questions(lab)]
+    labs = [lab for lab in lab_names() if (LABS_DIR / lab).is_dir() and questions(lab)]
     assert "vit" in labs
     init_course(tmp_path / "course", labs)
     for lab in labs:

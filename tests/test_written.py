@@ -54,6 +54,8 @@ def test_notebook_ends_with_each_question_and_its_answer_cell(lab):
     qs = lab_questions(lab)
     for root, solution in ((SOLUTIONS_DIR, True), (LABS_DIR, False)):
         path = root / lab / f"{lab}.ipynb"
+        if lab not in FINISHED and not path.is_file():
+            pytest.skip(f"no {path.relative_to(REPO_ROOT)} yet (a lab in progress)")
         nb = json.loads(path.read_text())
         assert notebook_problems(nb, lab, qs, str(path), solution) == []
         answers = nb["cells"][-2 * len(qs) + 1::2]
@@ -65,13 +67,16 @@ def test_notebook_ends_with_each_question_and_its_answer_cell(lab):
 def test_docs_page_tells_instructors_what_a_good_answer_contains(lab):
     qs = lab_questions(lab)
     page = DOCS / f"{lab}.md"
+    if lab not in FINISHED and not page.is_file():
+        pytest.skip(f"no docs/labs/{lab}.md yet (a lab in progress): it will need '{INSTRUCTORS}'")
     assert page.is_file(), f"no docs/labs/{lab}.md"
     text = page.read_text()
     assert f"\n{INSTRUCTORS}\n" in text, f"docs/labs/{lab}.md has no '{INSTRUCTORS}' section"
     section = text[text.index(INSTRUCTORS):]
     section = section[:section.find("\n## ", 1) + 1 or None]
-    for q in qs:
-        assert q.id in section, f"docs/labs/{lab}.md: the instructors' section says nothing about {q.id}"
+    for q in qs:  # each question named, by its id or its title
+        assert q.id in section or q.title.lower() in section.lower(), \
+            f"docs/labs/{lab}.md: the instructors' section names neither {q.id} nor {q.title!r}"
     student = strip_instructor_sections(text)
     assert INSTRUCTORS not in student and student.startswith(text[:text.index(INSTRUCTORS)].rstrip())
 

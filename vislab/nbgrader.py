@@ -82,13 +82,18 @@ def grade_notebook(lab_name: str) -> dict:
     copy; `nbgrader autograde` never runs it (vislab writes the outputs)."""
     from vislab.grading import load_lab
 
+    from vislab.written import questions
+
     lab = load_lab(lab_name)
+    asked = questions(lab_name)
+    written = (f" The written questions ({sum(q.points for q in asked)} points) are answered in "
+               f"`{lab_name}.ipynb` and graded by hand." if asked else "")
     cells = [_cell("markdown", (
         f"# Grading the {lab_name} lab\n\n"
         f"Edit the lab's `.py` files, not this notebook, and submit the whole folder. Each cell "
         f"below is one task; running it grades your own code here, in this kernel. When your "
         f"instructor grades, this notebook is not run: vislab grades your files in a sandbox "
-        f"and writes each task's points under its cell."), "intro",
+        f"and writes each task's points under its cell.{written}"), "intro",
         {"grade": False, "solution": False, "locked": True, "task": False,
          "grade_id": "intro"})]
     cells.append(_cell("code", "from vislab.grading import grade_lab", "setup",
