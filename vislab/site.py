@@ -192,6 +192,19 @@ WORKER_POLYFILL_JS = """\
 """
 
 
+# MathML Core leaves out the attributes that align a table's columns (latex2mathml writes them
+# for align*, cases, matrices): CSS does it. Maths in a maths font where the system has one.
+STYLESHEET = "assets/stylesheets/vislab.css"
+STYLESHEET_CSS = """\
+math { font-family: "Latin Modern Math", "STIX Two Math", "Cambria Math", math; font-size: 1.1em; }
+math[display="block"] { margin: 0.8em 0; overflow-x: auto; }
+mtd[columnalign="right"] { text-align: right; }
+mtd[columnalign="left"] { text-align: left; }
+mtd { padding: 0.15em 0; }
+.md-typeset .vislab-made-by { margin-top: -0.4em; font-size: 0.85em; color: var(--md-default-fg-color--light); }
+"""
+
+
 def stage(root: Path, src: Path, student: bool = False) -> list:
     """Write the site's source tree into `src` (emptied first) and return MkDocs' `nav`."""
     if src.exists():
@@ -201,6 +214,8 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
 
     (src / WORKER_POLYFILL).parent.mkdir(parents=True)
     (src / WORKER_POLYFILL).write_text(WORKER_POLYFILL_JS, encoding="utf-8")
+    (src / STYLESHEET).parent.mkdir(parents=True)
+    (src / STYLESHEET).write_text(STYLESHEET_CSS, encoding="utf-8")
     docs = root / "docs"
     for path in sorted(docs.rglob("*")):
         rel = path.relative_to(docs).as_posix()
@@ -325,6 +340,13 @@ _ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 def tex_to_mathml(tex: str, display: bool) -> str:
     """MathML for one formula; ValueError when latex2mathml cannot read it."""
     from latex2mathml.converter import convert
+    depth = 0
+    for brace in re.sub(r"\\[{}]", "", tex):  # latex2mathml closes an open brace silently
+        depth += {"{": 1, "}": -1}.get(brace, 0)
+        if depth < 0:
+            raise ValueError("a } closes no {")
+    if depth:
+        raise ValueError("a { is never closed")
     try:
         mathml = convert(tex, display="block" if display else "inline")
     except Exception as e:  # latex2mathml raises its own exception types, and some builtins
