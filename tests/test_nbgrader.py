@@ -3,7 +3,9 @@ autograde and export on a solution, a skeleton, a skeleton with a tampered noteb
 solution that tries to open the gradebook, the instructor's notebook and another submission.
 
 In this course nbgrader runs no notebook: the scores come from vislab's sandbox, so a notebook
-that claims full marks (changed grade cells, added cells, fake outputs) earns nothing."""
+that claims full marks (changed grade cells, added cells, fake outputs) earns nothing. The
+written answers of the lab's notebook are manually graded cells: their text reaches the grader,
+their points stay apart from the code's in the gradebook."""
 import csv
 import json
 import os
