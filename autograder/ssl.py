@@ -152,29 +152,6 @@ def encoder_setup(g, config=CONFIG):
     return ref, state_of(ref)
 
 
-def reference_encoder(state, config, x, noise, ratio, variant=None):
-    """The grader's encoder in float64 with the masks of `noise`; variants are known mistakes."""
-    ref = probes.Encoder(config, probes.noise_masking([noise.double()]))
-    ref.load_state_dict(state)
-    ref = ref.double()
-    xd = x.double()
-    if variant is None:
-        return ref(xd, ratio)[0].detach()
-    t = ref.patch_embed.proj(xd).flatten(2).transpose(1, 2)          # (B, N, D)
-    ids_keep, _, _ = probes.masking_from_noise(noise, ratio)
-    if variant == "pos after masking":
-        t = torch.gather(t, 1, ids_keep[..., None].expand(-1, -1, t.shape[-1]))
-        t = t + ref.pos_embed[:, 1:1 + t.shape[1]]
-    else:
-        t = t + ref.pos_embed[:, 1:]
-        t = torch.gather(t, 1, ids_keep[..., None].expand(-1, -1, t.shape[-1]))
-    cls = ref.cls_token if variant == "no cls position" else ref.cls_token + ref.pos_embed[:, :1]
-    h = torch.cat([cls.expand(len(x), -1, -1), t], 1)
-    for b in ref.blocks:
-        h = b(h)
-    return (h if variant == "no norm" else ref.norm(h)).detach()
-
-
 @lab.check("ssl.mae_encoder", points=1)
 def encoder_never_sees_masked_pixels(student, g):
     """Changing the masked patches' pixels does not change the latent; changing one visible
@@ -229,15 +206,15 @@ def encoder_matches_reference(student, g):
         expect(torch.equal(got["mask"].float(), mask) and torch.equal(got["ids_restore"].long(), ids),
                f"{what}: return the mask and ids_restore that random_masking gave (call it by "
                f"that name: the grader puts its own in, to know the masks)")
-        expect_close(latent, reference_encoder(state, c, x, noise, c["mask_ratio"]), what,
+        expect_close(latent, probes.reference_encoder(state, c, x, noise, c["mask_ratio"]), what,
                      diagnoses={
             "positions added after masking (the kept tokens got the first K positions, not "
             "their own): add pos_embed[:, 1:] before random_masking":
-                reference_encoder(state, c, x, noise, c["mask_ratio"], "pos after masking"),
+                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "pos after masking"),
             "no position for the CLS token (add pos_embed[:, :1] to it)":
-                reference_encoder(state, c, x, noise, c["mask_ratio"], "no cls position"),
+                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "no cls position"),
             "no final norm (apply self.norm)":
-                reference_encoder(state, c, x, noise, c["mask_ratio"], "no norm"),
+                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "no norm"),
         })
     ref64 = probes.Encoder(c, probes.noise_masking([noise.double()]))
     ref64.load_state_dict(state)
@@ -250,28 +227,6 @@ def encoder_matches_reference(student, g):
 
 
 # ------------------------------------------------------------------------- ssl.mae_decoder
-
-def reference_decoder(state, config, latent, ids_restore, variant=None):
-    ref = probes.Decoder(config)
-    ref.load_state_dict(state)
-    ref = ref.double()
-    h = ref.embed(latent.double())
-    B, N = ids_restore.shape
-    p = torch.cat([h[:, 1:], ref.mask_token.expand(B, N + 1 - h.shape[1], -1)], 1)
-    if variant == "mask tokens first":
-        p = torch.cat([ref.mask_token.expand(B, N + 1 - h.shape[1], -1), h[:, 1:]], 1)
-    index = ids_restore
-    if variant == "ids_shuffle":
-        index = torch.argsort(ids_restore, 1)
-    if variant != "no unshuffle":
-        p = torch.gather(p, 1, index[..., None].expand(-1, -1, h.shape[-1]))
-    h = torch.cat([h[:, :1], p], 1)
-    if variant != "no pos":
-        h = h + ref.pos_embed
-    for b in ref.blocks:
-        h = b(h)
-    return ref.pred(ref.norm(h))[:, 1:].detach()
-
 
 @lab.check("ssl.mae_decoder", points=2)
 def decoder_matches_reference(student, g):
@@ -292,16 +247,16 @@ def decoder_matches_reference(student, g):
         expect(tuple(got["out"].shape) != (B, N + 1, patch_dim),
                f"{what}: expected (B, N, P*P*C) = {(B, N, patch_dim)}, got "
                f"{tuple(got['out'].shape)}: drop the CLS token's output")
-        expect_close(got["out"], reference_decoder(state, c, latent, ids), what, diagnoses={
+        expect_close(got["out"], probes.reference_decoder(state, c, latent, ids), what, diagnoses={
             "mask tokens not unshuffled (append them, then gather with ids_restore to put every "
-            "token back in image order)": reference_decoder(state, c, latent, ids, "no unshuffle"),
+            "token back in image order)": probes.reference_decoder(state, c, latent, ids, "no unshuffle"),
             "unshuffled with argsort(ids_restore) (= ids_shuffle) instead of ids_restore":
-                reference_decoder(state, c, latent, ids, "ids_shuffle"),
+                probes.reference_decoder(state, c, latent, ids, "ids_shuffle"),
             "mask tokens put before the encoded patches (they go after the K encoded ones, "
             "whose order ids_restore expects first)":
-                reference_decoder(state, c, latent, ids, "mask tokens first"),
+                probes.reference_decoder(state, c, latent, ids, "mask tokens first"),
             "no position embedding in the decoder (add self.pos_embed)":
-                reference_decoder(state, c, latent, ids, "no pos"),
+                probes.reference_decoder(state, c, latent, ids, "no pos"),
         })
 
 
@@ -458,45 +413,19 @@ def mae_pretrains(student, g):
 
 # ------------------------------------------------------------------------------ ssl.infonce
 
-def nce_loop(z1, z2, tau, variant=None):
-    """NT-Xent by a float64 loop over the 2B anchors; variants are known mistakes."""
-    u = torch.cat([z1, z2]).double()
-    if variant != "no normalise":
-        u = u / u.norm(dim=1, keepdim=True)
-    B = len(z1)
-    t = tau * tau if variant == "tau twice" else tau
-    anchors = range(B) if variant == "one direction" else range(2 * B)
-    losses = []
-    for i in anchors:
-        pos = (i + B) % (2 * B)
-        s = lambda k: (u[i] @ u[k]) / t  # noqa: E731
-        if variant == "cross only":
-            others = [k for k in (range(B, 2 * B) if i < B else range(B))]
-        elif variant == "positive left out":
-            others = [k for k in range(2 * B) if k not in (i, pos)]
-        elif variant == "diagonal kept":
-            others = list(range(2 * B))
-        else:
-            others = [k for k in range(2 * B) if k != i]
-        denom = torch.logsumexp(torch.stack([s(k) for k in others]), 0) if others \
-            else torch.tensor(float("-inf"), dtype=torch.float64)
-        losses.append(denom - s(pos))
-    return torch.stack(losses).mean()
-
-
 def nce_diagnoses(z1, z2, tau):
     return {
         "the positive left out of the denominator (sum over all k != i, the positive included)":
-            nce_loop(z1, z2, tau, "positive left out"),
+            probes.nce_loop(z1, z2, tau, "positive left out"),
         "the diagonal not masked (an embedding's similarity with itself is in the denominator; "
-        "set it to -inf)": nce_loop(z1, z2, tau, "diagonal kept"),
-        "the temperature applied twice": nce_loop(z1, z2, tau, "tau twice"),
+        "set it to -inf)": probes.nce_loop(z1, z2, tau, "diagonal kept"),
+        "the temperature applied twice": probes.nce_loop(z1, z2, tau, "tau twice"),
         "one direction only (the views of z2 must be anchors too: mean over all 2B)":
-            nce_loop(z1, z2, tau, "one direction"),
+            probes.nce_loop(z1, z2, tau, "one direction"),
         "embeddings not normalised (cosine similarity: F.normalize first)":
-            nce_loop(z1, z2, tau, "no normalise"),
+            probes.nce_loop(z1, z2, tau, "no normalise"),
         "negatives from the other view only (a B x B matrix; the handout's NT-Xent uses all "
-        "2B - 2 others)": nce_loop(z1, z2, tau, "cross only"),
+        "2B - 2 others)": probes.nce_loop(z1, z2, tau, "cross only"),
     }
 
 
@@ -508,7 +437,7 @@ def infonce_matches_loop(student, g):
         z1, z2 = torch.randn(B, E, generator=g), torch.randn(B, E, generator=g)
         z2 = z2 + 1.5 * z1 if B > 1 else z2  # positives closer than the negatives
         got = student.run(probes.nce, z1=z1, z2=z2, temperature=tau)
-        expect_close(got["loss"], nce_loop(z1, z2, tau), f"info_nce for B = {B}, tau = {tau}",
+        expect_close(got["loss"], probes.nce_loop(z1, z2, tau), f"info_nce for B = {B}, tau = {tau}",
                      diagnoses=nce_diagnoses(z1, z2, tau))
 
 
@@ -520,7 +449,7 @@ def infonce_gradients_and_batch_order(student, g):
     z1, z2 = torch.randn(B, E, generator=g), torch.randn(B, E, generator=g)
     got = student.run(probes.nce, z1=z1, z2=z2, temperature=tau)
     a, b = z1.double().requires_grad_(), z2.double().requires_grad_()
-    want = nce_loop(a, b, tau)
+    want = probes.nce_loop(a, b, tau)
     want.backward()
     expect_close(got["loss"], want.detach(), "info_nce", diagnoses=nce_diagnoses(z1, z2, tau))
     expect(got["grad1"] is not None and got["grad2"] is not None,
@@ -532,7 +461,7 @@ def infonce_gradients_and_batch_order(student, g):
     expect_close(shuffled, want.detach(), "info_nce of the same pairs in another batch order "
                  "(it must not change: the positive of row i is row i of the other view)")
     broken = student.run(probes.nce, z1=z1, z2=z2[perm], temperature=tau)["loss"]
-    expect_close(broken, nce_loop(z1, z2[perm], tau), "info_nce with the pairs broken "
+    expect_close(broken, probes.nce_loop(z1, z2[perm], tau), "info_nce with the pairs broken "
                  "(z2 reordered alone)")
 
 
@@ -548,34 +477,6 @@ def combined_setup(g):
     state = {f"{p}{k}": v for p, m in (("encoder.", enc), ("decoder.", dec), ("head.", head))
              for k, v in state_of(m).items()}
     return state
-
-
-def combined_reference(state, view1, view2, noise_list, ratio, weight, tau, variant=None,
-                       grads=False):
-    """The combined loss in float64 from the grader's own parts and masks; a dict of tensors
-    (and gradients by name with `grads`)."""
-    c = CONFIG
-    enc = probes.Encoder(c, probes.noise_masking([n.double() for n in noise_list]))
-    dec, head = probes.Decoder(c), probes.Head(*HEAD_DIMS)
-    for p, m in (("encoder.", enc), ("decoder.", dec), ("head.", head)):
-        m.load_state_dict({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
-        m.double()
-    maes, cls = [], []
-    for view in (view1.double(), view2.double()):
-        latent, mask, ids = enc(view, ratio)
-        maes.append(probes.mae_loss(dec(latent, ids), view, mask, c["patch_size"]))
-        cls.append(latent[:, 0] if variant == "no head" else head(latent[:, 0]))
-    mae = maes[0] if variant == "view1 only" else (maes[0] + maes[1]) / 2
-    nce = probes.info_nce(cls[0], cls[1], tau)
-    w = 1 - weight if variant == "swapped" else weight
-    loss = (1 - w) * mae + w * nce
-    out = {"loss": loss, "mae": mae, "nce": nce}
-    if grads:
-        loss.backward()
-        out["grads"] = {f"{p}{k}": v.grad.float() for p, m in
-                        (("encoder.", enc), ("decoder.", dec), ("head.", head))
-                        for k, v in m.named_parameters()}
-    return out
 
 
 @lab.check("ssl.combined", points=2)
@@ -595,16 +496,16 @@ def combined_matches_reference(student, g):
                           noises=noise_list, mask_ratio=c["mask_ratio"], weight=weight,
                           temperature=0.2, head_dims=list(HEAD_DIMS))
         args = (state, view1, view2, noise_list, c["mask_ratio"], weight, 0.2)
-        want = {k: v.detach() for k, v in combined_reference(*args).items()}
+        want = {k: v.detach() for k, v in probes.combined_reference(CONFIG, HEAD_DIMS, *args).items()}
         expect_close(got["mae"], want["mae"], f"combined_loss's 'mae' (w = {weight})", diagnoses={
             "MAE of view1 only (the mean of both views' losses)":
-                combined_reference(*args, variant="view1 only")["mae"].detach()})
+                probes.combined_reference(CONFIG, HEAD_DIMS, *args, variant="view1 only")["mae"].detach()})
         expect_close(got["nce"], want["nce"], f"combined_loss's 'nce' (w = {weight})", diagnoses={
             "InfoNCE on the CLS outputs without the projection head (head(latent[:, 0]))":
-                combined_reference(*args, variant="no head")["nce"].detach()})
+                probes.combined_reference(CONFIG, HEAD_DIMS, *args, variant="no head")["nce"].detach()})
         expect_close(got["loss"], want["loss"], f"combined_loss's 'loss' (w = {weight})",
                      diagnoses={"the weights swapped (w on InfoNCE, 1 - w on MAE)":
-                                combined_reference(*args, variant="swapped")["loss"].detach()})
+                                probes.combined_reference(CONFIG, HEAD_DIMS, *args, variant="swapped")["loss"].detach()})
 
 
 @lab.check("ssl.combined", points=1)
@@ -619,7 +520,7 @@ def combined_gradients(student, g):
     got = student.run(probes.combined, config=c, state=state, view1=view1, view2=view2,
                       noises=noise_list, mask_ratio=c["mask_ratio"], weight=0.2,
                       temperature=0.2, head_dims=list(HEAD_DIMS))
-    want = combined_reference(state, view1, view2, noise_list, c["mask_ratio"], 0.2, 0.2,
+    want = probes.combined_reference(CONFIG, HEAD_DIMS, state, view1, view2, noise_list, c["mask_ratio"], 0.2, 0.2,
                               grads=True)
     expect(got["grads"] is not None, "combined_loss's loss carries no gradient")
     names = ("encoder.cls_token", "encoder.patch_embed.proj.weight", "decoder.mask_token",
@@ -785,50 +686,6 @@ def video_patchify_matches_tokens(student, g):
 
 # --------------------------------------------------------------------------- ssl.video_mae
 
-def video_mae_reference(state, config, video, noise, ratio, variant=None, grads=False):
-    """The video MAE in float64 from the grader's parts and masks: (loss, pred[, grads])."""
-    c = config
-    tokens = probes.VideoTokens(c)
-    tokens.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("patch_embed.")})
-    blocks = nn.ModuleList([probes._Block(c["dim"], c["num_heads"], c["mlp_dim"])
-                            for _ in range(c["depth"])])
-    dblocks = nn.ModuleList([probes._Block(c["decoder_dim"], c["decoder_heads"],
-                                           c["decoder_mlp_dim"]) for _ in range(c["decoder_depth"])])
-    m = nn.Module()
-    m.patch_embed, m.blocks, m.decoder_blocks = tokens, blocks, dblocks
-    m.norm, m.decoder_norm = nn.LayerNorm(c["dim"], eps=1e-6), nn.LayerNorm(c["decoder_dim"], eps=1e-6)
-    m.decoder_embed = nn.Linear(c["dim"], c["decoder_dim"])
-    m.mask_token = nn.Parameter(torch.zeros(1, 1, c["decoder_dim"]))
-    N = (c["frames"] // c["tubelet"]) * (c["image_size"] // c["patch_size"]) ** 2
-    m.decoder_pos_embed = nn.Parameter(torch.zeros(1, N, c["decoder_dim"]))
-    m.pred = nn.Linear(c["decoder_dim"], c["tubelet"] * c["patch_size"] ** 2 * c["in_channels"])
-    m.load_state_dict(state)
-    m.double()
-    v = video.double()
-    ids_keep, mask, ids_restore = probes.masking_from_noise(noise.double(), ratio)
-    h = m.patch_embed(v)
-    h = torch.gather(h, 1, ids_keep[..., None].expand(-1, -1, h.shape[-1]))
-    for b in m.blocks:
-        h = b(h)
-    h = m.decoder_embed(m.norm(h))
-    B = len(v)
-    h = torch.cat([h, m.mask_token.expand(B, N - h.shape[1], -1)], 1)
-    if variant != "no unshuffle":
-        h = torch.gather(h, 1, ids_restore[..., None].expand(-1, -1, h.shape[-1]))
-    if variant != "no pos":
-        h = h + m.decoder_pos_embed
-    for b in m.decoder_blocks:
-        h = b(h)
-    pred = m.pred(m.decoder_norm(h))
-    diff = pred - probes.video_patchify(v, c["tubelet"], c["patch_size"])
-    per = (diff ** 2 if variant == "l2" else diff.abs()).mean(-1)
-    loss = per.mean() if variant == "all" else (per * mask).sum() / mask.sum()
-    if grads:
-        loss.backward()
-        return loss, pred, {n: p.grad.float() for n, p in m.named_parameters()}
-    return loss.detach(), pred.detach()
-
-
 def video_mae_state(g, c):
     probe_model = nn.Module()
     ref_tokens = randomize(probes.VideoTokens(c), g)
@@ -865,18 +722,18 @@ def video_mae_matches_reference(student, g):
         got = student.run(probes.video_mae, config=c, state=state, video=video, noises=[noise],
                           mask_ratio=c["mask_ratio"])
         args = (state, c, video, noise, c["mask_ratio"])
-        loss, pred = video_mae_reference(*args)
+        loss, pred = probes.video_mae_reference(*args)
         what = f"VideoMAE, tubes of {tubelet} frame(s)"
         expect_close(got["pred"], pred, what + ": predictions", diagnoses={
             "mask tokens not unshuffled (gather with ids_restore)":
-                video_mae_reference(*args, "no unshuffle")[1],
-            "no decoder position embedding": video_mae_reference(*args, "no pos")[1]})
+                probes.video_mae_reference(*args, "no unshuffle")[1],
+            "no decoder position embedding": probes.video_mae_reference(*args, "no pos")[1]})
         _, mask, _ = probes.masking_from_noise(noise, c["mask_ratio"])
         expect_close(got["mask"], mask, what + ": mask (return random_masking's)")
         expect_close(got["loss"], loss, what + ": loss", diagnoses={
-            "an L2 loss instead of L1 (mean absolute error)": video_mae_reference(*args, "l2")[0],
+            "an L2 loss instead of L1 (mean absolute error)": probes.video_mae_reference(*args, "l2")[0],
             "the loss over all tokens (only the masked ones count)":
-                video_mae_reference(*args, "all")[0]})
+                probes.video_mae_reference(*args, "all")[0]})
 
 
 @lab.check("ssl.video_mae", points=1)
@@ -891,7 +748,7 @@ def video_mae_gradients_and_masked_pixels(student, g):
     (noise,) = noises(g, 1, B, N)
     got = student.run(probes.video_mae, config=c, state=state, video=video, noises=[noise],
                       mask_ratio=c["mask_ratio"], backward=True)
-    _, _, grads = video_mae_reference(state, c, video, noise, c["mask_ratio"], grads=True)
+    _, _, grads = probes.video_mae_reference(state, c, video, noise, c["mask_ratio"], grads=True)
     expect(got["grads"] is not None, "VideoMAE's loss carries no gradient")
     names = ("patch_embed.proj.weight", "patch_embed.time_embed", "mask_token",
              "decoder_pos_embed", "pred.weight")

@@ -340,3 +340,148 @@ def video_mae(lab, config, state, video, noises, mask_ratio, backward=False):
             loss.backward()
             grads = gradients(m)
     return {"loss": loss, "pred": pred, "mask": mask, "grads": grads}
+
+
+# ------------------------------------- float64 references the grader computes with the parts above
+
+def reference_encoder(state, config, x, noise, ratio, variant=None):
+    """The grader's encoder in float64 with the masks of `noise`; variants are known mistakes."""
+    ref = Encoder(config, noise_masking([noise.double()]))
+    ref.load_state_dict(state)
+    ref = ref.double()
+    xd = x.double()
+    if variant is None:
+        return ref(xd, ratio)[0].detach()
+    t = ref.patch_embed.proj(xd).flatten(2).transpose(1, 2)          # (B, N, D)
+    ids_keep, _, _ = masking_from_noise(noise, ratio)
+    if variant == "pos after masking":
+        t = torch.gather(t, 1, ids_keep[..., None].expand(-1, -1, t.shape[-1]))
+        t = t + ref.pos_embed[:, 1:1 + t.shape[1]]
+    else:
+        t = t + ref.pos_embed[:, 1:]
+        t = torch.gather(t, 1, ids_keep[..., None].expand(-1, -1, t.shape[-1]))
+    cls = ref.cls_token if variant == "no cls position" else ref.cls_token + ref.pos_embed[:, :1]
+    h = torch.cat([cls.expand(len(x), -1, -1), t], 1)
+    for b in ref.blocks:
+        h = b(h)
+    return (h if variant == "no norm" else ref.norm(h)).detach()
+
+
+def reference_decoder(state, config, latent, ids_restore, variant=None):
+    ref = Decoder(config)
+    ref.load_state_dict(state)
+    ref = ref.double()
+    h = ref.embed(latent.double())
+    B, N = ids_restore.shape
+    p = torch.cat([h[:, 1:], ref.mask_token.expand(B, N + 1 - h.shape[1], -1)], 1)
+    if variant == "mask tokens first":
+        p = torch.cat([ref.mask_token.expand(B, N + 1 - h.shape[1], -1), h[:, 1:]], 1)
+    index = ids_restore
+    if variant == "ids_shuffle":
+        index = torch.argsort(ids_restore, 1)
+    if variant != "no unshuffle":
+        p = torch.gather(p, 1, index[..., None].expand(-1, -1, h.shape[-1]))
+    h = torch.cat([h[:, :1], p], 1)
+    if variant != "no pos":
+        h = h + ref.pos_embed
+    for b in ref.blocks:
+        h = b(h)
+    return ref.pred(ref.norm(h))[:, 1:].detach()
+
+
+def nce_loop(z1, z2, tau, variant=None):
+    """NT-Xent by a float64 loop over the 2B anchors; variants are known mistakes."""
+    u = torch.cat([z1, z2]).double()
+    if variant != "no normalise":
+        u = u / u.norm(dim=1, keepdim=True)
+    B = len(z1)
+    t = tau * tau if variant == "tau twice" else tau
+    anchors = range(B) if variant == "one direction" else range(2 * B)
+    losses = []
+    for i in anchors:
+        pos = (i + B) % (2 * B)
+        s = lambda k: (u[i] @ u[k]) / t  # noqa: E731
+        if variant == "cross only":
+            others = [k for k in (range(B, 2 * B) if i < B else range(B))]
+        elif variant == "positive left out":
+            others = [k for k in range(2 * B) if k not in (i, pos)]
+        elif variant == "diagonal kept":
+            others = list(range(2 * B))
+        else:
+            others = [k for k in range(2 * B) if k != i]
+        denom = torch.logsumexp(torch.stack([s(k) for k in others]), 0) if others \
+            else torch.tensor(float("-inf"), dtype=torch.float64)
+        losses.append(denom - s(pos))
+    return torch.stack(losses).mean()
+
+
+def combined_reference(config, head_dims, state, view1, view2, noise_list, ratio, weight, tau, variant=None,
+                       grads=False):
+    """The combined loss in float64 from the grader's own parts and masks; a dict of tensors
+    (and gradients by name with `grads`)."""
+    c = config
+    enc = Encoder(c, noise_masking([n.double() for n in noise_list]))
+    dec, head = Decoder(c), Head(*head_dims)
+    for p, m in (("encoder.", enc), ("decoder.", dec), ("head.", head)):
+        m.load_state_dict({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
+        m.double()
+    maes, cls = [], []
+    for view in (view1.double(), view2.double()):
+        latent, mask, ids = enc(view, ratio)
+        maes.append(mae_loss(dec(latent, ids), view, mask, c["patch_size"]))
+        cls.append(latent[:, 0] if variant == "no head" else head(latent[:, 0]))
+    mae = maes[0] if variant == "view1 only" else (maes[0] + maes[1]) / 2
+    nce = info_nce(cls[0], cls[1], tau)
+    w = 1 - weight if variant == "swapped" else weight
+    loss = (1 - w) * mae + w * nce
+    out = {"loss": loss, "mae": mae, "nce": nce}
+    if grads:
+        loss.backward()
+        out["grads"] = {f"{p}{k}": v.grad.float() for p, m in
+                        (("encoder.", enc), ("decoder.", dec), ("head.", head))
+                        for k, v in m.named_parameters()}
+    return out
+
+
+def video_mae_reference(state, config, video, noise, ratio, variant=None, grads=False):
+    """The video MAE in float64 from the grader's parts and masks: (loss, pred[, grads])."""
+    c = config
+    tokens = VideoTokens(c)
+    tokens.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("patch_embed.")})
+    blocks = nn.ModuleList([_Block(c["dim"], c["num_heads"], c["mlp_dim"])
+                            for _ in range(c["depth"])])
+    dblocks = nn.ModuleList([_Block(c["decoder_dim"], c["decoder_heads"],
+                                           c["decoder_mlp_dim"]) for _ in range(c["decoder_depth"])])
+    m = nn.Module()
+    m.patch_embed, m.blocks, m.decoder_blocks = tokens, blocks, dblocks
+    m.norm, m.decoder_norm = nn.LayerNorm(c["dim"], eps=1e-6), nn.LayerNorm(c["decoder_dim"], eps=1e-6)
+    m.decoder_embed = nn.Linear(c["dim"], c["decoder_dim"])
+    m.mask_token = nn.Parameter(torch.zeros(1, 1, c["decoder_dim"]))
+    N = (c["frames"] // c["tubelet"]) * (c["image_size"] // c["patch_size"]) ** 2
+    m.decoder_pos_embed = nn.Parameter(torch.zeros(1, N, c["decoder_dim"]))
+    m.pred = nn.Linear(c["decoder_dim"], c["tubelet"] * c["patch_size"] ** 2 * c["in_channels"])
+    m.load_state_dict(state)
+    m.double()
+    v = video.double()
+    ids_keep, mask, ids_restore = masking_from_noise(noise.double(), ratio)
+    h = m.patch_embed(v)
+    h = torch.gather(h, 1, ids_keep[..., None].expand(-1, -1, h.shape[-1]))
+    for b in m.blocks:
+        h = b(h)
+    h = m.decoder_embed(m.norm(h))
+    B = len(v)
+    h = torch.cat([h, m.mask_token.expand(B, N - h.shape[1], -1)], 1)
+    if variant != "no unshuffle":
+        h = torch.gather(h, 1, ids_restore[..., None].expand(-1, -1, h.shape[-1]))
+    if variant != "no pos":
+        h = h + m.decoder_pos_embed
+    for b in m.decoder_blocks:
+        h = b(h)
+    pred = m.pred(m.decoder_norm(h))
+    diff = pred - video_patchify(v, c["tubelet"], c["patch_size"])
+    per = (diff ** 2 if variant == "l2" else diff.abs()).mean(-1)
+    loss = per.mean() if variant == "all" else (per * mask).sum() / mask.sum()
+    if grads:
+        loss.backward()
+        return loss, pred, {n: p.grad.float() for n, p in m.named_parameters()}
+    return loss.detach(), pred.detach()

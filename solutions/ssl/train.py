@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the combined loss: (1 - w) MAE + w InfoNCE")
     parser.add_argument("--finetune-epochs", type=positive_int, default=None,
                         help="epochs of each fine-tuning (default 15, or 30 with --full)")
+    parser.add_argument("--probe-lr", type=float, default=1e-2,
+                        help="learning rate of the linear probe (the head alone learns faster)")
     parser.add_argument("--labels-per-class", type=positive_int, default=100,
                         help="the labelled budget: this many training images per digit")
     parser.add_argument("--no-video", action="store_true", help="skip the video MAE")
@@ -282,7 +284,8 @@ def main(args: argparse.Namespace) -> int:
                                 out / kind / "reconstructions.png", kind)
             encoder = model.encoder
         for mode in ("finetune", "linear"):
-            run = RunConfig(out / kind / mode, ft_epochs, 64, args.lr, args.weight_decay,
+            lr = args.probe_lr if mode == "linear" else args.lr
+            run = RunConfig(out / kind / mode, ft_epochs, 64, lr, args.weight_decay,
                             resume=args.resume)
             if dist.is_main:
                 print(f"[{kind}] {mode}")
