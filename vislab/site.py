@@ -246,7 +246,9 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
             title = _title(concept or "", lab)
         if concept is not None:
             group.append({"Concepts and results": f"labs/{lab}.md"})
-        entries.append((lab, title, group, _first_sentence(concept or "")))
+        about = _first_sentence(concept or "") or _first_sentence(
+            pages.get(f"handouts/{lab}/README.md", ""))
+        entries.append((lab, title, group, about))
 
     commands = sorted({p for text in pages.values() for p in _mentioned_scripts(text, root)})
     for repo_path in commands:
