@@ -105,6 +105,7 @@ class Decoder(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         c = config
+        self.config = type("Config", (), config)
         n, Dd = (c["image_size"] // c["patch_size"]) ** 2, c["decoder_dim"]
         self.embed = nn.Linear(c["dim"], Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
@@ -415,8 +416,8 @@ def nce_loop(z1, z2, tau, variant=None):
     return torch.stack(losses).mean()
 
 
-def combined_reference(config, head_dims, state, view1, view2, noise_list, ratio, weight, tau, variant=None,
-                       grads=False):
+def combined_reference(config, head_dims, state, view1, view2, noise_list, ratio, weight, tau,
+                       variant=None, grads=False):
     """The combined loss in float64 from the grader's own parts and masks; a dict of tensors
     (and gradients by name with `grads`)."""
     c = config
