@@ -231,6 +231,19 @@ INHERITED = """\
           _sys.modules["vislab.sandbox"]._Zygote._current)
     print("environment", sorted(_os.environ.items()))
 """
+# What a sandbox escape would start with: new namespaces, mounts, tracing another process.
+ESCAPE_CALLS = """\
+    import ctypes as _ct, threading as _th
+    _libc = _ct.CDLL(None, use_errno=True)
+    for _name, _call in (("user namespace", lambda: _libc.unshare(0x10000000)),
+                         ("mount namespace", lambda: _libc.unshare(0x00020000)),
+                         ("ptrace", lambda: _libc.ptrace(16, 1, 0, 0)),
+                         ("mount", lambda: _libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))):
+        print(("blocked " if _call() != 0 else "LEAK ") + _name)
+    _t = _th.Thread(target=print, args=("threads still start",))
+    _t.start()
+    _t.join()
+"""
 PICKLE_BOMB = """\
     import os as _os
     class _Bomb:
@@ -315,6 +328,9 @@ HOSTILE = {
     "sets_torch_threads": (at_solve(THREADS), {}, ["threads 1"]),
     "huge_todo_id": (at_solve(HUGE_TODO), {"vit.distill": ("not implemented", "more characters")}, []),
     "reads_its_command_line": (at_solve(CMDLINE), {}, ["cmdline"]),
+    "makes_escape_calls": (at_solve(ESCAPE_CALLS), {}, [
+        "blocked user namespace", "blocked mount namespace", "blocked ptrace", "blocked mount",
+        "threads still start"]),
     "reads_what_it_inherited": (at_solve(INHERITED), {}, ["inherited modules [] fork server client None"]),
 }
 # the protections a case needs (from IsolatedStudent.protections) to be meaningful
@@ -327,6 +343,7 @@ NEEDS = {
     "sees_and_signals_processes": ["pid", "unprivileged user"],
     "pickle_bomb_from_a_patched_worker": [],
     "reads_its_command_line": ["pid"],
+    "makes_escape_calls": ["seccomp filter"],
 }
 
 
@@ -380,7 +397,8 @@ def rows(rep) -> dict:
 
 
 def require(rep, needs):
-    missing = [n for n in needs if not any(n in p for p in rep["protections"])]
+    missing = [n for n in needs if not any(p.startswith(n) or f" {n}" in p and not p.startswith("no ")
+                                           for p in rep["protections"])]
     if missing:
         pytest.skip(f"this machine does not allow {missing}; protections: {rep['protections']}")
 
@@ -497,7 +515,8 @@ def test_protections_active_as_root(batch):
         pytest.skip("needs root on Linux")
     protections = "; ".join(batch["reports"]["solution"]["protections"])
     for words in ("memory cgroup", "pids cgroup", "cpu cgroup", "namespaces: mount, pid, net",
-                  "private root file system", "unprivileged user", "no network"):
+                  "private root file system", "unprivileged user", "no network",
+                  "; seccomp filter ("):
         assert words in protections, protections
 
 

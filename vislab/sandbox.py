@@ -1104,10 +1104,13 @@ def _stage_start(config: dict) -> None:
         report.append(f"unprivileged user (uid {uid})")
     elif "user" in namespaces and home == Path("/tmp/home"):
         home.mkdir(mode=0o700)
-    if libc is not None:
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     report.append("no network (own network namespace)" if "net" in namespaces
                   else "network: NOT isolated")
+    if libc is not None:
+        from vislab.seccomp import install
+
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        report.append(install(libc))  # last: the setup above needed what it refuses
     # Only what the serving stage needs: no host path of the grader's reaches the worker's
     # environment or its command line (it is the zygote's: /proc/1/cmdline shows no folder).
     serve = {key: config[key] for key in ("fds", "limits", "poisoned", "probe_modules")}
