@@ -73,8 +73,11 @@ def test_labs_are_found_not_listed(tmp_path):
         "README.md": "| lab | you build |\n|---|---|\n| `zeta` | z |\n| `beta` | b |\n",
         "docs/index.md": "# Home\n\n<!-- vislab: the labs -->\n",
         "labs/zeta/README.md": "# Lab: Zeta things\n\nWrite zeta.\n",
-        "labs/alpha/README.md": "# Lab: Alpha\n\nWrite alpha.\n",
-        "docs/labs/beta.md": "# The beta lab\n\nBeta is about $\\beta$. More.\n",
+        "labs/alpha/README.md": "# Lab: Alpha\n\nWrite alpha. ![a figure](fig.png) and "
+                                "[the beta page](../../docs/labs/beta.md#the-beta-lab)\n",
+        "labs/alpha/fig.png": "not really a png",
+        "docs/labs/beta.md": "# The beta lab\n\nBeta is about $\\beta$. More, in "
+                             "[alpha's handout](../../labs/alpha/README.md).\n",
         "docs/labs/zeta.md": "# The zeta lab\n\nZeta concepts.\n",
     })
     assert site.lab_names(root) == ["zeta", "beta", "alpha"]
@@ -82,6 +85,11 @@ def test_labs_are_found_not_listed(tmp_path):
     home = (out / "index.html").read_text()
     assert home.index("Zeta things") < home.index("beta") < home.index("Alpha")
     assert (out / "handouts" / "alpha" / "index.html").is_file()
+    # links written for the repository (they work on GitHub) lead to the same files on the site
+    alpha = (out / "handouts" / "alpha" / "index.html").read_text()
+    assert 'src="fig.png"' in alpha and (out / "handouts" / "alpha" / "fig.png").is_file()
+    assert 'href="../../labs/beta.html#the-beta-lab"' in alpha
+    assert 'href="../handouts/alpha/index.html"' in (out / "labs" / "beta.html").read_text()
     assert "<math" in (out / "labs" / "beta.html").read_text()
 
 

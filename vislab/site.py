@@ -6,7 +6,8 @@
 
 The pages are generated, never copied by hand, from the files that ship: `docs/` (concept
 pages, data, instructors' guide, images) and each lab's handout `labs/<lab>/README.md` (itself
-generated from solutions/ by `vislab release`). Labs are found, not listed: a lab is a folder
+generated from solutions/ by `vislab release`), their links written for the repository
+pointed at the same files on the site (`relink`). Labs are found, not listed: a lab is a folder
 `labs/<lab>/` with a README.md or a page `docs/labs/<lab>.md`; the README's lab table gives the
 order. The generated tree goes to `build/site-src/` and MkDocs (Material theme, mkdocs.yml)
 turns it into HTML with a strict build: a broken link, a missing image or page, or maths that
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import html as htmllib
 import logging
+import posixpath
 import re
 import shutil
 import sys
@@ -205,12 +207,64 @@ mtd { padding: 0.15em 0; }
 """
 
 
+def site_path(repo_path: str) -> str | None:
+    """Where a repository file is on the site (relative to the site's source), if it is."""
+    if repo_path.startswith("docs/"):
+        return repo_path.removeprefix("docs/")
+    if m := re.fullmatch(r"(?:labs|solutions)/(\w+)/README\.md", repo_path):
+        return f"handouts/{m[1]}/README.md"
+    if m := re.fullmatch(r"labs/(\w+)/(.+)", repo_path):
+        return f"handouts/{m[1]}/{m[2]}"  # a file beside the handout: copied beside it
+    if re.fullmatch(r"benchmarks/[\w/.-]+\.py", repo_path):
+        return _source_page(repo_path)
+    if repo_path == "README.md":
+        return "index.md"
+    return None
+
+
+_MD_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)")
+
+
+def relink(markdown: str, repo_rel: str, site_rel: str, root: Path,
+           copies: dict[str, Path]) -> str:
+    """The page's relative links and images, written for the repository (so that they work on
+    GitHub), pointed at the same files on the site; files beside a handout go into `copies`.
+    A link to a file that is not on the site is left as it is (and fails the strict build)."""
+    def repl(m):
+        link = m[2]
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|[#/]", link):
+            return m[0]
+        path, _, frag = link.partition("#")
+        repo = posixpath.normpath(posixpath.join(posixpath.dirname(repo_rel), path))
+        target = site_path(repo) if (root / repo).exists() else None
+        if target is None or (root / repo).is_dir():
+            return m[0]
+        if target.startswith("handouts/") and not target.endswith("/README.md"):
+            copies[target] = root / repo
+        new = posixpath.relpath(target, posixpath.dirname(site_rel) or ".")
+        return m[1] + new + (f"#{frag}" if frag else "")
+
+    out, fence = [], None
+    for line in markdown.splitlines(keepends=True):
+        m = re.match(r"^\s*(```+|~~~+)", line)
+        if m and fence is None:
+            fence = m[1]
+        elif m and m[1].startswith(fence[0]) and len(m[1]) >= len(fence):
+            fence = None
+        elif fence is None:
+            parts = re.split(r"(`[^`]*`)", line)  # never inside inline code
+            line = "".join(p if i % 2 else _MD_LINK.sub(repl, p) for i, p in enumerate(parts))
+        out.append(line)
+    return "".join(out)
+
+
 def stage(root: Path, src: Path, student: bool = False) -> list:
     """Write the site's source tree into `src` (emptied first) and return MkDocs' `nav`."""
     if src.exists():
         shutil.rmtree(src)
     src.mkdir(parents=True)
     pages: dict[str, str] = {}  # site path -> markdown
+    origin: dict[str, str] = {}  # site path -> the repository file it comes from
 
     (src / WORKER_POLYFILL).parent.mkdir(parents=True)
     (src / WORKER_POLYFILL).write_text(WORKER_POLYFILL_JS, encoding="utf-8")
@@ -223,6 +277,7 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
             continue
         if path.suffix == ".md":
             pages[rel] = path.read_text(encoding="utf-8")
+            origin[rel] = f"docs/{rel}"
         else:
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / rel)
@@ -236,11 +291,8 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
         if handout.exists():
             text = handout.read_text(encoding="utf-8")
             pages[f"handouts/{lab}/README.md"] = text
+            origin[f"handouts/{lab}/README.md"] = f"labs/{lab}/README.md"
             group.append({"Handout": f"handouts/{lab}/README.md"})
-            for link in re.findall(r"\]\((?!https?:|#)([^)#\s]+)", text):  # files it shows
-                if (handout.parent / link).is_file() and not link.endswith(".md"):
-                    (src / "handouts" / lab / link).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(handout.parent / link, src / "handouts" / lab / link)
             title = _title(text, lab).removeprefix("Lab: ")
         else:
             title = _title(concept or "", lab)
@@ -251,6 +303,12 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
         entries.append((lab, title, group, about))
 
     commands = sorted({p for text in pages.values() for p in _mentioned_scripts(text, root)})
+    copies: dict[str, Path] = {}
+    for rel, repo_rel in origin.items():
+        pages[rel] = relink(pages[rel], repo_rel, rel, root, copies)
+    for rel, path in copies.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, src / rel)
     for repo_path in commands:
         pages[_source_page(repo_path)] = _source_markdown(root, repo_path)
 
