@@ -79,12 +79,14 @@ def test_labs_are_found_not_listed(tmp_path):
         "docs/labs/beta.md": "# The beta lab\n\nBeta is about $\\beta$. More, in "
                              "[alpha's handout](../../labs/alpha/README.md).\n",
         "docs/labs/zeta.md": "# The zeta lab\n\nZeta concepts.\n",
+        "docs/guides/notes.md": "# Notes\n\nAny other page gets into the navigation too.\n",
     })
     assert site.lab_names(root) == ["zeta", "beta", "alpha"]
     out = site.build(root=root, out=tmp_path / "out", src=tmp_path / "src")
     home = (out / "index.html").read_text()
     assert home.index("Zeta things") < home.index("beta") < home.index("Alpha")
     assert (out / "handouts" / "alpha" / "index.html").is_file()
+    assert "Any other page" in (out / "guides" / "notes.html").read_text()
     # links written for the repository (they work on GitHub) lead to the same files on the site
     alpha = (out / "handouts" / "alpha" / "index.html").read_text()
     assert 'src="fig.png"' in alpha and (out / "handouts" / "alpha" / "fig.png").is_file()

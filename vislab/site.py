@@ -330,8 +330,10 @@ def stage(root: Path, src: Path, student: bool = False) -> list:
     nav.append({"Labs": [{f"{title} ({lab})": group} for lab, title, group, _ in entries]})
     named = {"data.md": "Data sets", "instructors.md": "For instructors",
              "site.md": "About this site"}
-    more = [{_title(pages[rel], rel[:-3]): rel} for rel in sorted(pages)
-            if "/" not in rel and rel not in named and rel != "index.md"]
+    placed = {"index.md", *named} | {path for *_, group, _ in entries
+                                     for item in group for path in item.values()}
+    placed |= {_source_page(p) for p in commands}
+    more = [{_title(pages[rel], rel[:-3]): rel} for rel in sorted(pages) if rel not in placed]
     more += [{named[rel]: rel} for rel in named if rel in pages]
     if commands:
         more.append({"Commands behind the results": [
@@ -586,6 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", action="store_true",
                         help="then write docs/img/site_home.png and docs/img/site_lab.png")
     args = parser.parse_args(argv)
+    try:
+        import latex2mathml  # noqa: F401
+        import material  # noqa: F401
+        import mkdocs  # noqa: F401
+    except ImportError as e:
+        print(f"the site needs the docs extra ({e.name} is missing): "
+              "pip install -e '.[docs]'", file=sys.stderr)
+        return 2
     try:
         out = build(student=args.student, out=args.out)
         print(f"built {out / 'index.html'} (open it in a browser; it needs no server)")
