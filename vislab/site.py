@@ -114,7 +114,7 @@ def target_of(code: str) -> tuple[str | None, bool]:
         return _source_page(m[1]), True
     if m := _COMMAND_TRAIN.match(t):
         return _source_page(f"labs/{m[1]}/train.py"), True
-    if m := re.fullmatch(r"(?:\./)?docs/([\w/.-]+\.md)", t):
+    if m := re.fullmatch(r"(?:\./)?docs/([\w/.-]+\.\w+)", t):  # a page, a figure, a file
         return m[1], False
     if m := re.fullmatch(r"(?:\./)?labs/(\w+)/README\.md", t):
         return f"handouts/{m[1]}/README.md", False
