@@ -203,7 +203,9 @@ math[display="block"] { margin: 0.8em 0; overflow-x: auto; }
 mtd[columnalign="right"] { text-align: right; }
 mtd[columnalign="left"] { text-align: left; }
 mtd { padding: 0.15em 0; }
-.md-typeset .vislab-made-by { margin-top: -0.4em; font-size: 0.85em; color: var(--md-default-fg-color--light); }
+.md-typeset .vislab-made-by {
+  margin-top: -0.4em; font-size: 0.85em; color: var(--md-default-fg-color--light);
+}
 """
 
 
@@ -467,7 +469,8 @@ _BLOCKS = re.compile(r'(<h[1-6]\b.*?</h[1-6]>|<table>.*?</table>'
                      r'|<div class="highlight"><pre>.*?</pre></div>|<pre\b.*?</pre>)', re.S)
 _COMMAND_LINK = re.compile(r'<a href="[^"]*" class="vislab-command">.*?</a>', re.S)
 # A results table: one of its cells is a measured number (0.920, 28.8 s, 1.2x, 95 %).
-_NUMBER_CELL = re.compile(r"<td[^>]*>(?:<strong>)?\s*[-+]?\d[\d.,]*\s*(?:%|s|x|GB|MB)?\s*(?:</strong>)?</td>")
+_NUMBER_CELL = re.compile(
+    r"<td[^>]*>(?:<strong>)?\s*[-+]?\d[\d.,]*\s*(?:%|s|x|GB|MB)?\s*(?:</strong>)?</td>")
 
 
 def _commands(content: str, link) -> str:
@@ -508,7 +511,8 @@ def _commands(content: str, link) -> str:
                 parts[i] = f'<span id="{anchor}"></span>\n{part}'
                 code = f"<code>{htmllib.escape(lines[0])}</code>"
                 _, url = link(_CODE.match(code))
-                more = f" and {len(lines) - 1} more line{'s' if len(lines) > 2 else ''}" if len(lines) > 1 else ""
+                extra = len(lines) - 1
+                more = f" and {extra} more line{'s' if extra > 1 else ''}" if extra else ""
                 source = f' (<a href="{url}">source</a>)' if url else ""
                 found.append((i, where, f'<a href="#{anchor}" class="vislab-command">{code}</a>'
                                         f"{more}{source}"))
