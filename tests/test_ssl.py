@@ -271,3 +271,23 @@ def test_given_helpers_invert_patchify_and_views_differ():
     img = torch.rand(1, 1, 28, 28).expand(4, 1, 28, 28)
     views = lab.contrastive.augment(img, torch.Generator().manual_seed(0))
     assert views.shape == img.shape and not torch.equal(views[0], views[1])
+
+
+# ------------------------------------------------------------------------- vislab train ssl
+
+@pytest.mark.parametrize("argv, words", [
+    (["--impl", "labs", "--encoders", "scratch", "--no-video"], "TODO(ssl.finetune)"),
+    (["--impl", "labs", "--encoders", "none"], "TODO(ssl.random_masking)"),
+    (["--impl", "solutions", "--mask-ratio", "1.5"], "--mask-ratio must be between 0 and 1"),
+    (["--impl", "solutions", "--encoders", "mea"], "--encoders takes a comma list"),
+])
+def test_train_refuses_bad_runs_in_one_line(argv, words, tmp_path, capsys):
+    """The skeleton's TODOs that a run needs, and bad options: one line before any training."""
+    from vislab.cli import main
+    code = None
+    try:
+        code = main(["train", "ssl", *argv, "--out", str(tmp_path / "run")])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err, err
