@@ -220,6 +220,10 @@ HUGE_TODO = "    raise NotImplementedError('TODO(' + 'x' * 8_000_000 + '): huge'
 CMDLINE = """\
     for _p in ("/proc/1/cmdline", "/proc/self/cmdline"):
         print("cmdline", open(_p, "rb").read().replace(b"\\0", b" ").decode())
+    _mounts = [_l.split() for _l in open("/proc/self/mountinfo")]
+    print("mountinfo: /sandbox mounted", any(_m[4] == "/sandbox" for _m in _mounts),
+          "roots that differ from their mount point", [(_m[3], _m[4]) for _m in _mounts
+                                                       if _m[3] not in ("/", _m[4])])
 """
 # The worker is a fork of the grader's fork server: it must hold nothing of the grader's (no
 # checks or solutions module, no client of the fork server, no grader folder in its environment).
@@ -442,11 +446,11 @@ def test_torch_threads_are_reset_before_every_probe(batch):
     assert "threads 1" in text and "threads 4" not in text
 
 
-def test_the_command_line_inside_the_sandbox_shows_no_grader_folders(batch):
+def test_the_command_line_and_mounts_inside_the_sandbox_show_no_grader_folders(batch):
     rep = batch["reports"]["reads_its_command_line"]
     require(rep, ["pid"])
     text = (batch["out"] / "feedback" / "reads_its_command_line.txt").read_text()
-    assert "cmdline" in text
+    assert "cmdline" in text and "mountinfo: /sandbox mounted True" in text
     for secret in (str(batch["subs"]), str(batch["out"]), "scratch", "vislab-sandbox-"):
         assert secret not in text, secret
 

@@ -1294,8 +1294,18 @@ def _private_root(libc, config: dict, pid_namespace: bool) -> None:
     for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                      ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(to, root / "dev" / name)
-    bind(str(scratch / "lab"), f"{INSIDE}/lab")
-    bind(str(scratch / "probes"), f"{INSIDE}/probes")
+    # copied, not bound: a bind mount's source (the grader's scratch folder) would show in
+    # /proc/self/mountinfo; a copy on its own tmpfs shows only "tmpfs /sandbox"
+    inside = root / INSIDE.lstrip("/")
+    inside.mkdir(parents=True)
+    _mount(libc, "tmpfs", inside, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=755")
+    for part in ("lab", "probes"):
+        shutil.copytree(scratch / part, inside / part)
+    for folder, _, files in os.walk(inside):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    _mount(libc, None, inside, None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY)
     # where an exposed path holds a secret, an empty read-only folder covers it
     for secret in config["hide"]:
         inside = root / secret.lstrip("/")
