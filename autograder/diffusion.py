@@ -26,6 +26,7 @@ lab = Lab("diffusion", {
     "diffusion.resblock": "ResBlock: GroupNorm, SiLU, conv, + time, dropout, conv, skip",
     "diffusion.cross_attention": "attention with keys/values from the condition; TransformerBlock",
     "diffusion.guidance": "classifier-free guidance: label dropout and the guided eps",
+    "diffusion.latent": "latent diffusion: standardised VAE codes and an MLP denoiser",
 })
 
 SCHEDULE_KEYS = ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev",
@@ -822,3 +823,11 @@ def label_dropout(student, g):
                                             f"labels, expected about {p:.0%}")
             expect(not torch.equal(got["out"], got["again"]), "drop_labels dropped the same labels "
                    "on two calls: draw a fresh mask every call")
+
+
+# ------------------------------------------------------------------------ diffusion.latent
+
+from . import _diffusion_latent  # noqa: E402  (its checks, in a file of their own)
+
+_diffusion_latent.register(lab)
+latent_mse = _diffusion_latent.latent_mse  # the calibration's scorer (benchmarks/calibrate.py)

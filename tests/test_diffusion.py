@@ -121,6 +121,25 @@ MISTAKES = {
     "p taken as the keep probability": (
         "diffusion.guidance", "ddpm.py", DROP, "drop = torch.rand(y.shape, device=y.device) >= p",
         "not of keeping it"),
+    "codes not standardised": (
+        "diffusion.latent", "latent.py", "return (vae.encode(x) - mean) / std",
+        "return vae.encode(x)", "not standardised"),
+    "from_latent returns logits": (
+        "diffusion.latent", "latent.py", "return torch.sigmoid(vae.decode(z * std + mean))",
+        "return vae.decode(z * std + mean)", "logits returned"),
+    "the biased std": (
+        "diffusion.latent", "latent.py", "return z.mean(0), z.std(0)",
+        "return z.mean(0), z.std(0, unbiased=False)", "biased"),
+    "stats in train mode": (
+        "diffusion.latent", "latent.py", "    vae.eval()\n", "", "vae.eval()"),
+    "time added outside the block's SiLU": (
+        "diffusion.latent", "latent.py",
+        "return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.time(F.silu(temb))))",
+        "return h + self.fc2(F.silu(self.fc1(self.norm(h)))) + self.time(F.silu(temb))",
+        "outside the block's SiLU"),
+    "the label unused": (
+        "diffusion.latent", "latent.py", "h = self.proj_in(z) + self.label_embed(y)",
+        "h = self.proj_in(z)", "label not used"),
 }
 
 
@@ -211,6 +230,10 @@ ALTERNATIVES = {
         (DROP, "drop = torch.bernoulli(torch.full(y.shape, float(p))).bool()"),
         ("return torch.where(drop, torch.full_like(y, null_label), y)",
          "return y.masked_fill(drop, null_label)")]),
+    "latent stats with torch.var_mean, SiLU written out": ("diffusion.latent", "latent.py", [
+        ("return z.mean(0), z.std(0)", "var, m = torch.var_mean(z, dim=0)\n    return m, var.sqrt()"),
+        ("return self.proj_out(F.silu(self.norm_out(h)))",
+         "h = self.norm_out(h)\n        return self.proj_out(h * torch.sigmoid(h))")]),
 }
 
 
@@ -290,9 +313,20 @@ def test_the_solution_samples_with_a_respaced_schedule():
 @pytest.mark.parametrize("argv, words", [
     (["--p-uncond", "1.5"], "--p-uncond must be"),
     (["--sample-steps", "20", "--T", "10"], "more than --T"),
+    (["--part", "latent", "--vae", "/nonexistent/checkpoint.pt"], "no such file"),
 ])
 def test_bad_options_get_one_line(argv, words, capsys):
     from vislab.cli import main
 
     assert main(["train", "diffusion", "--impl", "solutions", *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_vae_checkpoint_gets_one_line(tmp_path, capsys):
+    from vislab.cli import main
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    code = main(["train", "diffusion", "--impl", "solutions", "--part", "latent", "--vae", str(path),
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "is not a VAE run's checkpoint" in capsys.readouterr().err

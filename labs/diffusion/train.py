@@ -5,6 +5,8 @@
     vislab train diffusion --sample-steps 1000   # sample with all T steps (slow on a CPU)
     vislab train diffusion --kind cosine         # the cosine schedule
     vislab train diffusion --full --device cuda  # CIFAR-10 (files needed, see docs/data.md)
+    vislab train diffusion --part latent         # latent diffusion on the VAE lab's codes only
+    vislab train diffusion --part latent --vae runs/vae/<run>/vae/checkpoint.pt   # your own VAE
 
 One model serves the unconditional and the conditional samples: a UNet conditioned on the
 class label through cross-attention, trained with label dropout (--p-uncond), so that the null
@@ -14,6 +16,15 @@ The run folder gets metrics.jsonl, checkpoint.pt, curves.png, samples_epoch<N>.p
 --samples-every epochs), forward.png (x_t for a few t), chain.png (the sampling chain of one
 digit), samples_unconditional.png, samples_w<w>.png (one row per class) and results.json
 (test loss, FID with the feature network named, sampling speed).
+
+Latent diffusion (--part latent, in the default run after the DDPM): the VAE lab's VAE (given:
+vae_model.py) encodes MNIST-5k to 16-D codes; a LatentDenoiser learns DDPM on the standardised
+codes; samples (all T = 1000 steps: an MLP on 16 numbers is cheap) are decoded by the VAE. The
+VAE is trained by the kit's reference code on first use and kept in
+runs/diffusion/vae-mnist5k-d16-seed<seed>/ (later runs reuse it; an existing folder is never
+overwritten), or read from --vae. Its subfolder latent/ gets latent_samples_w<w>.png,
+vae_prior_samples.png (decoding z ~ N(0, I), the VAE's own sampler, for comparison) and
+results.json with the FIDs of both.
 
 Sampling: T = 1000 steps are trained; by default the samples use 100 of them (respace in
 ddpm.py, Nichol & Dhariwal's respacing of the same trained model); --sample-steps 1000 uses all.
@@ -37,13 +48,18 @@ from .ddpm import (diffusion_loss, drop_labels, guided_model, make_schedule, q_s
                    respaced_model, sample)
 from .unet import ClassConditionalUNet, UNetConfig
 
-TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
-         "diffusion.sample", "diffusion.time_embedding", "diffusion.resblock",
-         "diffusion.cross_attention", "diffusion.guidance")
+DDPM_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
+              "diffusion.sample", "diffusion.time_embedding", "diffusion.resblock",
+              "diffusion.cross_attention", "diffusion.guidance")
+LATENT_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
+                "diffusion.sample", "diffusion.time_embedding", "diffusion.guidance",
+                "diffusion.latent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--part", choices=["ddpm", "latent", "all"], default="all")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="default 16: on MNIST-5k more, smaller steps beat fewer large ones")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--T", type=positive_int, default=1000, help="diffusion steps")
     parser.add_argument("--kind", choices=["linear", "cosine"], default="linear",
@@ -58,10 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a grid of samples every N epochs")
     parser.add_argument("--fid-samples", type=positive_int, default=100,
                         help="generated images per FID (per guidance weight)")
+    parser.add_argument("--vae", type=Path, metavar="CHECKPOINT",
+                        help="latent part: a VAE lab run's vae/checkpoint.pt (default: the kit's, "
+                             "trained on first use)")
+    parser.add_argument("--latent-epochs", type=positive_int, default=40,
+                        help="epochs of the latent denoiser")
 
 
 def required_tasks(args) -> list[str]:
-    return list(TASKS)
+    return sorted(set(DDPM_TASKS if args.part in ("ddpm", "all") else ())
+                  | set(LATENT_TASKS if args.part in ("latent", "all") else ()))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -190,14 +212,26 @@ def main(args: argparse.Namespace) -> int:
     if args.sample_steps > args.T:
         raise UsageError(f"--sample-steps {args.sample_steps} is more than --T {args.T}: "
                          f"the sampler keeps at most the T trained steps")
+    if args.vae is not None and not args.vae.is_file():
+        raise UsageError(f"--vae {args.vae}: no such file (a VAE lab run's vae/checkpoint.pt)")
     dist = setup(args.device, args.seed)
-    out = Path(args.out or RUNS_DIR / "diffusion" / f"ddpm-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or RUNS_DIR / "diffusion" / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.part in ("ddpm", "all"):
+        train_ddpm(args, dist, out / "ddpm")
+    if args.part in ("latent", "all") and dist.is_main:
+        from .latent_train import train_latent
+        train_latent(args, dist, out / "latent")
+    teardown(dist)
+    return 0
+
+
+def train_ddpm(args, dist, out: Path) -> None:
     train_set, test_set = datasets(args.full)
     shape = tuple(train_set.tensors[0].shape[1:])
     config = config_for(args.full, shape[0])
     model = ClassConditionalUNet(config, num_classes=10)
     schedule = make_schedule(args.T, args.kind)
-    epochs = args.epochs or (100 if args.full else 4)
+    epochs = args.epochs or (100 if args.full else 3)
     null = model.null_label
     print(f"DDPM: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{len(train_set)} images {shape}, T = {args.T} ({args.kind}), {epochs} epochs, "
@@ -226,8 +260,6 @@ def main(args: argparse.Namespace) -> int:
                   meta={"config": asdict(config), "T": args.T, "kind": args.kind}, seed=args.seed)
     if dist.is_main:
         report(model.eval(), history, schedule, train_set, test_set, shape, args, out, dist.device)
-    teardown(dist)
-    return 0
 
 
 def report(model, history, schedule, train_set, test_set, shape, args, out, device) -> None:
