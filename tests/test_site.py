@@ -288,3 +288,27 @@ def test_screenshots_command(built, browser, tmp_path):
     assert [p.name for p in pngs] == ["site_home.png", "site_lab.png"]
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_vislab_docs_command(capsys, monkeypatch):
+    """`vislab docs` is `python -m vislab.site` under the kit's command: --help lists the
+    options, a bad one is one line (no traceback), and the options reach vislab.site.main."""
+    from vislab import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["docs", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: vislab docs" in out
+    assert all(option in out for option in ("--student", "--out", "--screenshots"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["docs", "--no-such-option"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "error" in line] == [
+        "vislab: error: unrecognized arguments: --no-such-option"]
+    assert "Traceback" not in err
+    seen = []
+    monkeypatch.setattr(site, "main", lambda argv=None: seen.append(argv) or 0)
+    assert cli.main(["docs"]) == 0
+    assert cli.main(["docs", "--student", "--out", "elsewhere", "--screenshots"]) == 0
+    assert seen == [[], ["--student", "--screenshots", "--out", "elsewhere"]]

@@ -233,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a lab's models (see `vislab train LAB --help`)",
                    add_help=False)
 
+    def cmd_docs(args) -> int:  # the site is vislab/site.py's: its main() does the work
+        from vislab.site import main as site_main
+        return site_main(["--student"] * args.student + ["--screenshots"] * args.screenshots
+                         + (["--out", str(args.out)] if args.out else []))
+
+    p = sub.add_parser("docs", help="build the self-study site offline (build/site/index.html)")
+    p.add_argument("--student", action="store_true",
+                   help="leave out the instructors' answers (build/site-student/)")
+    p.add_argument("--out", type=Path, help="output folder (default build/site, or "
+                   "build/site-student with --student)")
+    p.add_argument("--screenshots", action="store_true",
+                   help="then write docs/img/site_home.png and docs/img/site_lab.png")
+    p.set_defaults(run=cmd_docs)
+
     from vislab.autograde import add_parser as add_autograde_parser
     add_autograde_parser(sub)
     from vislab.report import add_parser as add_report_parser

@@ -32,9 +32,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from vislab.written import INSTRUCTORS as INSTRUCTOR_HEADING  # the rule is vislab.written's
+from vislab.written import strip_instructor_sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
-INSTRUCTOR_HEADING = "## For instructors: what a good answer contains"
 LABS_MARKER = "<!-- vislab: the labs -->"
 log = logging.getLogger("mkdocs.plugins.vislab")  # under "mkdocs": counted by the strict build
 
@@ -76,19 +78,8 @@ def _first_sentence(markdown: str) -> str:
 
 def drop_instructor_sections(markdown: str) -> str:
     """The page without each section headed exactly INSTRUCTOR_HEADING, up to the next heading
-    of level 1 or 2 (code fences are not read as headings)."""
-    out, dropping, fence = [], False, None
-    for line in markdown.splitlines(keepends=True):
-        m = re.match(r"^\s*(```+|~~~+)", line)
-        if m and fence is None:
-            fence = m[1]
-        elif m and fence is not None and m[1].startswith(fence[0]) and len(m[1]) >= len(fence):
-            fence = None
-        elif fence is None and re.match(r"^#{1,2} ", line):
-            dropping = line.rstrip() == INSTRUCTOR_HEADING
-        if not dropping:
-            out.append(line)
-    return "".join(out)
+    of level 1 or 2 (code fences are not read as headings): vislab.written's, the one rule."""
+    return strip_instructor_sections(markdown)
 
 
 def _fence(text: str) -> str:

@@ -60,11 +60,14 @@ class Question:
 
 def _sections(text: str) -> list[tuple[str, int]]:
     """(heading, line index) of every level-1 or level-2 heading outside fenced code."""
-    found, fenced = [], False
+    found, fence = [], None  # a fence closes only on its own kind, at least as long
     for n, line in enumerate(text.splitlines()):
-        if line.lstrip().startswith(("```", "~~~")):
-            fenced = not fenced
-        elif not fenced and line.startswith(("# ", "## ")):
+        m = re.match(r"^\s*(```+|~~~+)", line)
+        if m and fence is None:
+            fence = m[1]
+        elif m and m[1][0] == fence[0] and len(m[1]) >= len(fence):
+            fence = None
+        elif fence is None and line.startswith(("# ", "## ")):
             found.append((line.rstrip(), n))
     return found
 
