@@ -280,6 +280,7 @@ def test_given_helpers_invert_patchify_and_views_differ():
     (["--impl", "labs", "--encoders", "none"], "TODO(ssl.random_masking)"),
     (["--impl", "solutions", "--mask-ratio", "1.5"], "--mask-ratio must be between 0 and 1"),
     (["--impl", "solutions", "--encoders", "mea"], "--encoders takes a comma list"),
+    (["--impl", "solutions", "--encoders", "none", "--no-video"], "leaves nothing to train"),
 ])
 def test_train_refuses_bad_runs_in_one_line(argv, words, tmp_path, capsys):
     """The skeleton's TODOs that a run needs, and bad options: one line before any training."""

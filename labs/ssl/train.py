@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_args(args) -> None:
+    if not args.encoders and args.no_video:
+        raise UsageError("--encoders none with --no-video leaves nothing to train: name an "
+                         "encoder or drop --no-video")
     if not 0 < args.mask_ratio < 1:
         raise UsageError(f"--mask-ratio must be between 0 and 1 (0.5: half the patches "
                          f"masked), got {args.mask_ratio}")
