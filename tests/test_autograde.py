@@ -166,14 +166,14 @@ _probing.returned = lambda value, what: value
 _sys.modules["_vislab_autograder.vit_probes"].returned = lambda value, what: value
 """
 
-# The worker's own reply encoder (the worker runs vislab.sandbox as __main__), patched at the
+# The worker's own reply encoder (in vislab.sandbox.worker, which serves the probe calls), patched at the
 # first import so that every later reply is a bomb for the grader. Both are bounded: 64 MiB
 # that deflate to about 64 KiB; a shared-reference tree of 2**22 leaves.
 DEFLATE_BOMB = """
 import io as _io
 import sys as _sys
 import zipfile as _zipfile
-_main = _sys.modules["__main__"]
+_main = _sys.modules["vislab.sandbox.worker"]
 _encode = getattr(_main, "_honest_encode", _main.encode)
 _main._honest_encode = _encode
 def _deflated(value):
@@ -188,7 +188,7 @@ _main.encode = _deflated
 """
 SHARED_BOMB = """
 import sys as _sys
-_main = _sys.modules["__main__"]
+_main = _sys.modules["vislab.sandbox.worker"]
 _encode = getattr(_main, "_honest_encode", _main.encode)
 _main._honest_encode = _encode
 def _shared(value):
@@ -930,7 +930,7 @@ def test_a_fresh_worker_is_warm_before_it_says_ready():
     no check is charged for them."""
     import subprocess
 
-    code = ("import sys, torch; from vislab.sandbox import _warm_up; _warm_up(); "
+    code = ("import sys, torch; from vislab.probing import warm_up; warm_up(); "
             "print(sorted(m for m in ('torch._dynamo', 'torch.optim.adamw') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "torch._dynamo" in done.stdout and "torch.optim.adamw" in done.stdout, done.stderr[-2000:]

@@ -220,3 +220,14 @@ def test_the_source_check_finds_forbidden_calls_and_escape_hatches(tmp_path):
     with pytest.raises(CheckFailed, match="found model.py:4 _C, model.py:4 DisableTorchFunction"):
         expect_not_in_source(student, ["model.py"], {"scaled_dot_product_attention"}, "vit.attention")
     expect_not_in_source(student, ["clean.py", "missing.py"], {"scaled_dot_product_attention"}, "t")
+
+
+def test_a_labs_helper_files_are_not_labs(tmp_path, monkeypatch):
+    """autograder/<lab>_<part>.py (probes, checks split along tasks) belongs to <lab>; a lab
+    whose own name has an underscore (swin_cnn) is still a lab."""
+    import vislab.grading as grading
+
+    for name in ("vit", "vit_probes", "vit_references", "swin_cnn", "swin_cnn_probes", "_x"):
+        (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.setattr(grading, "AUTOGRADER_DIR", tmp_path)
+    assert grading.lab_names() == ["swin_cnn", "vit"]

@@ -91,8 +91,11 @@ class Lab:
 
 
 def lab_names() -> list[str]:
-    return sorted(p.stem for p in AUTOGRADER_DIR.glob("*.py")
-                  if not p.stem.startswith("_") and not p.stem.endswith("_probes"))
+    """The labs: autograder/<lab>.py. A file <lab>_<part>.py next to <lab>.py (its probes, or
+    its checks split along tasks) is part of that lab, not a lab of its own."""
+    stems = {p.stem for p in AUTOGRADER_DIR.glob("*.py") if not p.stem.startswith("_")}
+    return sorted(s for s in stems
+                  if not any(s.startswith(f"{other}_") for other in stems - {s}))
 
 
 def load_lab(name: str) -> Lab:
@@ -329,6 +332,9 @@ def grade(lab: Lab, path: Path, task: str | None = None, seed: int = 0,
         raise UnknownLab(f"no task {task!r} in lab {lab.name}; tasks are: {', '.join(lab.tasks)}")
     student = student or Student(path)
     checks = [c for c in lab.checks if task in (None, c.task)]
+    if isinstance(student, Student):  # in this process: its one-off costs are no check's
+        from vislab.probing import warm_up
+        warm_up()
     if hasattr(student, "set_budget"):  # an isolated submission: a total time for all checks
         student.set_budget([c.timeout for c in checks])
     with one_torch_thread():

@@ -73,6 +73,20 @@ class Capture(io.TextIOBase):
         return text
 
 
+def warm_up() -> None:
+    """Pay once, before any check, what a process's first backward pass and optimiser steps
+    cost (lazy imports, torch._dynamo among them: 1-10 s depending on load), so that no check
+    is charged for it: the grading worker's fork server does this before it forks, and
+    in-process grading before its first check."""
+    layer = nn.Linear(4, 3)
+    for opt in (torch.optim.SGD(layer.parameters(), lr=0.1),
+                torch.optim.AdamW(layer.parameters(), lr=0.1), torch.optim.Adam(layer.parameters())):
+        nn.functional.cross_entropy(layer(torch.randn(2, 4)), torch.tensor([0, 2])).backward()
+        opt.step()
+        opt.zero_grad()
+    torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(layer.parameters(), lr=0.1), lambda i: 1.0)
+
+
 def run_probe(lab: Lab, probe: Callable, inputs: dict, output: io.TextIOBase | None = None,
               threads: int = 1):
     """`probe(lab, **inputs)` with the student's output captured (into `output`, or dropped);
