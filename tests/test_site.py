@@ -11,6 +11,17 @@ import pytest
 from vislab import site
 
 ROOT = site.ROOT
+# The labs whose pages give their maths in TeX: each one's concept page must show formulas (the
+# labs still being written join by the other rule: any lab page whose Markdown has TeX in it).
+MATHS_LABS = ("vit", "swin_cnn", "unet", "vae", "slots", "seq2seq")
+
+
+def _has_tex(markdown: str) -> bool:
+    """Whether a page's Markdown has maths between dollars outside code (as arithmatex reads
+    it: `$$...$$`, or `$...$` with no space just inside the dollars)."""
+    prose = re.sub(r"(```|~~~).*?\1", " ", markdown, flags=re.S)
+    prose = re.sub(r"`[^`\n]*`", " ", prose)
+    return bool(re.search(r"\$\$.+?\$\$|\$(?!\s)[^$\n]+?(?<!\s)\$", prose, flags=re.S))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +60,14 @@ def test_strict_build_of_the_whole_site(built):
             assert (built / page).is_file(), page
             assert f'href="{page}"' in home, f"the home page does not link {page}"
     assert (built / "search" / "search_index.js").is_file()  # the search from file://
+    for lab in MATHS_LABS:  # their maths is TeX, written as MathML (read in a browser below)
+        assert "<math " in (built / "labs" / f"{lab}.html").read_text(), lab
+
+
+def test_has_tex():
+    assert _has_tex("The scale $1/\\sqrt{d}$ and\n\n$$a = b$$\n")
+    assert not _has_tex("No maths: `$VISLAB_DATA`, 5 $ and 6 $, a price of $ 5.\n\n"
+                        "```bash\necho $HOME $PATH\n```\n")
 
 
 def test_strict_build_names_each_broken_link_image_and_formula(tmp_path):
@@ -56,7 +75,8 @@ def test_strict_build_names_each_broken_link_image_and_formula(tmp_path):
         "docs/index.md": "# Home\n\n<!-- vislab: the labs -->\n",
         "docs/labs/toy.md": "# Toy\n\nSee [the data](../nodata.md) and "
                             "![a plot](../img/missing.png).\n\n"
-                            "Maths: $\\notacommand{x}$ and $\\frac{a}{b$.\n",
+                            "Maths: $\\notacommand{x}$ and $\\frac{a}{b$, "
+                            "$\\big\\lvert x \\big\\rvert$ and $\\text{drop\\_path}$.\n",
     })
     with pytest.raises(site.SiteError) as e:
         site.build(root=root, out=tmp_path / "out", src=tmp_path / "src")
@@ -64,6 +84,7 @@ def test_strict_build_names_each_broken_link_image_and_formula(tmp_path):
     assert "nodata.md" in message and "img/missing.png" in message
     assert "labs/toy.md: the maths" in message and "does not render" in message
     assert "unknown command \\notacommand" in message and "a { is never closed" in message
+    assert "unknown command \\lvert" in message and "unknown command \\_" in message  # as text
 
 
 def test_labs_are_found_not_listed(tmp_path):
@@ -210,22 +231,32 @@ _READ = """() => {
 
 
 def _lab_pages(built):
+    """(lab, page, the Markdown it was built from) for every lab's handout and concept page."""
+    src = built.parent / "src"
     for lab in site.lab_names():
-        for rel in (f"handouts/{lab}/index.html", f"labs/{lab}.html"):
+        for rel, md in ((f"handouts/{lab}/index.html", f"handouts/{lab}/README.md"),
+                        (f"labs/{lab}.html", f"labs/{lab}.md")):
             if (built / rel).exists():
-                yield lab, built / rel
+                yield lab, built / rel, src / md
 
 
 def test_each_lab_page_renders_its_maths_images_and_links(built, browser):
     reader = Reader(browser)
-    pages = list(_lab_pages(built)) + [("site", built / "site.html")]
+    pages = [*_lab_pages(built), ("site", built / "site.html", built.parent / "src" / "site.md")]
+    concept_pages = {lab for lab, path, _ in pages if path.name == f"{lab}.html"}
+    assert set(MATHS_LABS) <= concept_pages, set(MATHS_LABS) - concept_pages
     seen = collections.Counter()
-    for lab, path in pages:
+    for lab, path, markdown in pages:
         page = reader.open(path)
         got = page.evaluate(_READ)
         source = path.read_text()
         where = path.relative_to(built)
         assert len(got["maths"]) == source.count("<math "), where
+        if lab in MATHS_LABS and path.name == f"{lab}.html":
+            assert got["maths"], (f"{where}: the {lab} lab's concept page shows no formula; write "
+                                  f"its maths in TeX ($...$, $$...$$: docs/site.md)")
+        if _has_tex(markdown.read_text()):
+            assert got["maths"], f"{where}: its Markdown has TeX, yet no formula is on the page"
         for w, h in got["maths"]:
             assert w > 0 and h > 0, f"{where}: a formula laid out with no size"
         leftover = re.findall(r"\$\$|\\\(|\\\[|\$[^$\s][^$]*\\[a-zA-Z]+[^$]*\$", got["text"])
@@ -242,7 +273,7 @@ def test_each_lab_page_renders_its_maths_images_and_links(built, browser):
         seen["images"] += len(got["images"])
     assert not reader.errors, reader.errors
     assert not reader.outside, f"requests that left the disk: {reader.outside[:5]}"
-    assert seen["images"] > 10 and seen["maths"] >= 3  # the checks above looked at something
+    assert seen["images"] > 10 and seen["maths"] >= 30  # the checks above looked at something
 
 
 def _search_term(lab: str, built_src: Path) -> str:
@@ -252,6 +283,7 @@ def _search_term(lab: str, built_src: Path) -> str:
     handout = (ROOT / "labs" / lab / "README.md").read_text()
     prose = re.sub(r"```.*?```|`[^`]*`", " ", handout, flags=re.S)
     prose = re.sub(r"^(    |\t).*$", " ", prose, flags=re.M)  # indented code blocks
+    prose = re.sub(r"\$\$.+?\$\$|\$(?!\s)[^$\n]+?(?<!\s)\$", " ", prose, flags=re.S)  # maths
     words = re.findall(r"(?<![\w.])[a-z]{7,}(?![\w.])", prose)
     others = set()
     for md in built_src.rglob("*.md"):

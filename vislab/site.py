@@ -191,7 +191,7 @@ STYLESHEET = "assets/stylesheets/vislab.css"
 STYLESHEET_CSS = """\
 math { font-family: "Latin Modern Math", "STIX Two Math", "Cambria Math", math; font-size: 1.1em; }
 math[display="block"] { margin: 0.8em 0; overflow-x: auto; }
-mtd[columnalign="right"] { text-align: right; }
+mtd[columnalign="right"] { display: flex; justify-content: flex-end; }  /* text-align: ignored */
 mtd[columnalign="left"] { text-align: left; }
 mtd { padding: 0.15em 0; }
 .md-typeset .vislab-made-by {
@@ -408,10 +408,20 @@ def tex_to_mathml(tex: str, display: bool) -> str:
         raise ValueError(f"{type(e).__name__}: {e}") from None
     if "<merror" in mathml:
         raise ValueError("latex2mathml returned an error element")
-    if m := re.search(r"<m[io]>(\\\w+)</m[io]>", mathml):
+    # an unknown command is left as text (so is \lvert after \big, and \_ in \text)
+    left = r"<m(?:i|o|text)\b[^>]*>[^<]*?(\\(?:[A-Za-z]+|_))[^<]*</m(?:i|o|text)>"
+    if m := re.search(left, mathml):
         raise ValueError(f"unknown command {m[1]}")
     if "<mi>&</mi>" in mathml:
         raise ValueError("an & outside an environment that aligns (use align*, cases, matrix)")
+    # \log, \exp, ... come out as <mi>log</mi>, which a browser sets against what follows
+    # ("log2"): TeX's thin space after the function name, except before a parenthesis
+    mathml = re.sub(r"(<mi>(?:log|ln|exp|tanh|sin|cos|det|max|min|sup|inf|arg)</mi>)"
+                    r'(?!<mo stretchy="false">&#x00028;)', r'\1<mspace width="0.1667em"></mspace>',
+                    mathml)
+    # a right-aligned cell (align*'s left-hand sides) holds one mrow, which CSS aligns
+    mathml = re.sub(r'(<mtd columnalign="right">)((?:(?!<mtd).)*?)(</mtd>)', r"\1<mrow>\2</mrow>\3",
+                    mathml, flags=re.S)
     alt = htmllib.escape(tex, quote=True)
     return mathml.replace("<math ", f'<math alttext="{alt}" ', 1)
 
