@@ -254,7 +254,9 @@ def train_ddpm(args, dist, out: Path) -> None:
                  f"epoch {epoch}: classes 0-9 twice, w = {args.guidance[-1]:g}")
         return row
 
-    history_so_far: list[int] = []
+    metrics = out / "metrics.jsonl"   # a resumed run counts its epochs on from the file's
+    history_so_far: list[int] = ([0] * len(metrics.read_text().splitlines())
+                                 if args.resume and metrics.is_file() else [])
     run = RunConfig(out, epochs, args.batch_size, args.lr, weight_decay=0.0, resume=args.resume)
     history = fit(model, train_set, step, run, dist, evaluate=evaluate,
                   meta={"config": asdict(config), "T": args.T, "kind": args.kind}, seed=args.seed)

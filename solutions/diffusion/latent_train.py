@@ -27,6 +27,8 @@ from .latent import LatentDenoiser, from_latent, latent_stats, to_latent
 from .losses import elbo
 from .vae_model import VAE, VAEConfig
 
+VAE_EPOCHS = 8
+
 
 def mnist_binary():
     from vislab.data import mnist5k
@@ -58,18 +60,20 @@ def kit_vae(args, dist, x_train, y_train) -> tuple[VAE, Path]:
     """The kit's VAE: read from its folder, or trained there on first use."""
     folder = RUNS_DIR / "diffusion" / f"vae-mnist5k-d16-seed{args.seed}"
     checkpoint = folder / "checkpoint.pt"
-    if checkpoint.is_file():
+    done = checkpoint.is_file() and load_checkpoint(checkpoint).get("epoch", 0) >= VAE_EPOCHS
+    if done:
         print(f"latent: the VAE from {checkpoint} (trained earlier; delete the folder to retrain)")
         return load_vae(checkpoint), checkpoint
     config = VAEConfig(channels=(16, 32), hidden=256, latent_dim=16)   # the VAE lab's default
     vae = VAE(config)
-    print(f"latent: training the VAE lab's VAE (latent 16) for 8 epochs into {folder}")
+    print(f"latent: training the VAE lab's VAE (latent 16) for {VAE_EPOCHS} epochs into {folder}"
+          + (" (continuing an interrupted run)" if checkpoint.is_file() else ""))
 
     def step(model, batch):
         x, _ = batch
         decoded, mu, logvar = model(x)
         return {"loss": -elbo(x, decoded, mu, logvar)}
-    run = RunConfig(folder, 8, 64, 2e-3, weight_decay=0.0)
+    run = RunConfig(folder, VAE_EPOCHS, 64, 2e-3, weight_decay=0.0, resume=checkpoint.is_file())
     fit(vae, TensorDataset(x_train, y_train), step, run, dist, seed=args.seed,
         meta={"kind": "vae", "config": config.__dict__})
     return vae.cpu().eval(), checkpoint
