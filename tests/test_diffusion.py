@@ -330,3 +330,28 @@ def test_a_file_that_is_not_a_vae_checkpoint_gets_one_line(tmp_path, capsys):
     code = main(["train", "diffusion", "--impl", "solutions", "--part", "latent", "--vae", str(path),
                  "--out", str(tmp_path / "run")])
     assert code == 2 and "is not a VAE run's checkpoint" in capsys.readouterr().err
+
+
+def test_the_kits_vae_is_read_from_its_folder_and_never_overwritten(tmp_path, monkeypatch):
+    """A finished VAE in runs/diffusion/vae-mnist5k-d16-seed<seed>/ is loaded as it is (no
+    training, the file untouched); a VAE run's checkpoint given with --vae loads the same way."""
+    import argparse
+
+    from vislab.impl import import_lab
+    from vislab.training import Dist
+
+    lab = import_lab(SOLUTIONS_DIR / "diffusion")
+    lt = lab.latent_train
+    monkeypatch.setattr(lt, "RUNS_DIR", tmp_path)
+    vae = lab.vae_model.VAE(lab.vae_model.VAEConfig(channels=(16, 32), hidden=256, latent_dim=16))
+    folder = tmp_path / "diffusion" / "vae-mnist5k-d16-seed3"
+    folder.mkdir(parents=True)
+    path = folder / "checkpoint.pt"
+    torch.save({"model": vae.state_dict(), "epoch": lt.VAE_EPOCHS,
+                "meta": {"kind": "vae", "config": vae.config.__dict__}}, path)
+    before = path.stat().st_mtime_ns
+    args = argparse.Namespace(seed=3)
+    loaded, source = lt.kit_vae(args, Dist(torch.device("cpu")), None, None)
+    assert source == path and path.stat().st_mtime_ns == before
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
+    assert torch.equal(lt.load_vae(path).fc_mu.weight, vae.fc_mu.weight)
