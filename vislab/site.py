@@ -558,11 +558,12 @@ def find_browser() -> tuple[str | None, str]:
 
 
 def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit",
-                browser=None) -> list[Path]:
+                browser=None, section: str = "attention-mixes-tokens") -> list[Path]:
     """The home page and one lab's concept page, 1280 x 800, as docs/img/site_*.png (with a
-    Playwright browser of the caller's, or one started here)."""
-    shots = [(site / "index.html", img / "site_home.png"),
-             (site / "labs" / f"{lab}.html", img / "site_lab.png")]
+    Playwright browser of the caller's, or one started here). The lab page is shown from its
+    heading `section` (where the maths is), or from the top where it has none."""
+    shots = [(site / "index.html", img / "site_home.png", None),
+             (site / "labs" / f"{lab}.html", img / "site_lab.png", section)]
     if browser is None:
         from playwright.sync_api import sync_playwright
         browser_path, why = find_browser()
@@ -571,16 +572,20 @@ def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit",
         with sync_playwright() as p:
             started = p.chromium.launch(executable_path=browser_path)
             try:
-                return screenshots(site, img, lab, browser=started)
+                return screenshots(site, img, lab, browser=started, section=section)
             finally:
                 started.close()
     page = browser.new_page(viewport={"width": 1280, "height": 800})
-    for html, png in shots:
+    for html, png, anchor in shots:
         page.goto(html.resolve().as_uri())
         page.wait_for_load_state("load")
+        if anchor:  # the heading a little below the header bar, as a link to it would show it
+            page.evaluate("""id => { const h = document.getElementById(id); if (h)
+                window.scrollTo(0, h.getBoundingClientRect().top + window.scrollY - 72); }""",
+                          anchor)
         page.screenshot(path=str(png))
     page.close()
-    return [png for _, png in shots]
+    return [png for _, png, _ in shots]
 
 
 def main(argv: list[str] | None = None) -> int:
