@@ -27,6 +27,7 @@ lab = Lab("diffusion", {
     "diffusion.cross_attention": "attention with keys/values from the condition; TransformerBlock",
     "diffusion.guidance": "classifier-free guidance: label dropout and the guided eps",
     "diffusion.latent": "latent diffusion: standardised VAE codes and an MLP denoiser",
+    "diffusion.slot_decoder": "a slot-conditioned diffusion decoder: the loss, the masks",
 })
 
 SCHEDULE_KEYS = ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev",
@@ -827,7 +828,8 @@ def label_dropout(student, g):
 
 # ------------------------------------------------------------------------ diffusion.latent
 
-from . import _diffusion_latent  # noqa: E402  (its checks, in a file of their own)
+from . import _diffusion_latent, _diffusion_slots  # noqa: E402  (checks in files of their own)
 
 _diffusion_latent.register(lab)
+_diffusion_slots.register(lab)
 latent_mse = _diffusion_latent.latent_mse  # the calibration's scorer (benchmarks/calibrate.py)

@@ -7,6 +7,7 @@
     vislab train diffusion --full --device cuda  # CIFAR-10 (files needed, see docs/data.md)
     vislab train diffusion --part latent         # latent diffusion on the VAE lab's codes only
     vislab train diffusion --part latent --vae runs/vae/<run>/vae/checkpoint.pt   # your own VAE
+    vislab train diffusion --part slots          # the slot-conditioned decoder, ARI per epoch
 
 One model serves the unconditional and the conditional samples: a UNet conditioned on the
 class label through cross-attention, trained with label dropout (--p-uncond), so that the null
@@ -57,7 +58,8 @@ LATENT_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--part", choices=["ddpm", "latent", "all"], default="all")
+    parser.add_argument("--part", choices=["ddpm", "latent", "slots", "all"], default="all",
+                        help="all: ddpm then latent (the slot decoder is its own run: --part slots)")
     parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="default 16: on MNIST-5k more, smaller steps beat fewer large ones")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -79,11 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "trained on first use)")
     parser.add_argument("--latent-epochs", type=positive_int, default=40,
                         help="epochs of the latent denoiser")
+    parser.add_argument("--slot-epochs", type=positive_int, default=10,
+                        help="epochs of the slot-conditioned decoder (--part slots)")
+
+
+SLOT_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
+              "diffusion.sample", "diffusion.time_embedding", "diffusion.resblock",
+              "diffusion.cross_attention", "diffusion.slot_decoder")
 
 
 def required_tasks(args) -> list[str]:
     return sorted(set(DDPM_TASKS if args.part in ("ddpm", "all") else ())
-                  | set(LATENT_TASKS if args.part in ("latent", "all") else ()))
+                  | set(LATENT_TASKS if args.part in ("latent", "all") else ())
+                  | set(SLOT_TASKS if args.part == "slots" else ()))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -221,6 +231,9 @@ def main(args: argparse.Namespace) -> int:
     if args.part in ("latent", "all") and dist.is_main:
         from .latent_train import train_latent
         train_latent(args, dist, out / "latent")
+    if args.part == "slots":
+        from .slots_train import train_slots
+        train_slots(args, dist, out / "slots")
     teardown(dist)
     return 0
 
