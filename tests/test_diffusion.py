@@ -335,6 +335,7 @@ def test_the_solution_samples_with_a_respaced_schedule():
     (["--p-uncond", "1.5"], "--p-uncond must be"),
     (["--sample-steps", "20", "--T", "10"], "more than --T"),
     (["--part", "latent", "--vae", "/nonexistent/checkpoint.pt"], "no such file"),
+    (["--part", "slots", "--slot-lr", "0"], "--slot-lr must be above 0"),
 ])
 def test_bad_options_get_one_line(argv, words, capsys):
     from vislab.cli import main

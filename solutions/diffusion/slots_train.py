@@ -84,14 +84,14 @@ def train_slots(args, dist, out: Path) -> dict:
     epochs = args.slot_epochs
     print(f"slots: a slot-conditioned diffusion decoder, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, 2,000 multi-dSprites "
-          f"scenes at 16 x 16, {epochs} epochs")
+          f"scenes at 16 x 16, {epochs} epochs, lr {args.slot_lr:g}")
 
     def step(model, batch):
         return {"loss": slot_diffusion_loss(model, schedule, batch[0])}
 
     def evaluate(model):
         return segmentation(model, x_val, id_val)
-    run = RunConfig(out, epochs, 32, 5e-4, weight_decay=0.0, resume=args.resume)
+    run = RunConfig(out, epochs, 32, args.slot_lr, weight_decay=0.0, resume=args.resume)
     history = fit(model, TensorDataset(x_train), step, run, dist, evaluate=evaluate, seed=args.seed,
                   meta={"slot_config": slot_config.__dict__, "unet_config": unet_config.__dict__})
     model = model.cpu().eval()

@@ -83,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the latent denoiser")
     parser.add_argument("--slot-epochs", type=positive_int, default=10,
                         help="epochs of the slot-conditioned decoder (--part slots)")
+    parser.add_argument("--slot-lr", type=float, default=1e-3,
+                        help="learning rate of the slot decoder (the Slot Attention lab's)")
 
 
 SLOT_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
@@ -219,6 +221,8 @@ def test_loss(model, schedule, test_set, device, n=500) -> float:
 def main(args: argparse.Namespace) -> int:
     if not 0 <= args.p_uncond < 1:
         raise UsageError(f"--p-uncond must be from 0 up to (not including) 1, got {args.p_uncond:g}")
+    if args.slot_lr <= 0:
+        raise UsageError(f"--slot-lr must be above 0, got {args.slot_lr:g}")
     if args.sample_steps > args.T:
         raise UsageError(f"--sample-steps {args.sample_steps} is more than --T {args.T}: "
                          f"the sampler keeps at most the T trained steps")
