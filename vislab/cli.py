@@ -1,4 +1,4 @@
-"""The `vislab` command: release, grade, train, data, autograde, nbgrader.
+"""The `vislab` command: release, grade, train, data, autograde, gradescope, nbgrader, report, docs.
 
 Every subcommand reports a user's mistake (unknown lab, missing folder, missing data) as one
 line on stderr and exit code 2, never as a traceback.
