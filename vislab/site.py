@@ -583,6 +583,7 @@ def screenshots(site: Path, img: Path = ROOT / "docs" / "img", lab: str = "vit",
             page.evaluate("""id => { const h = document.getElementById(id); if (h)
                 window.scrollTo(0, h.getBoundingClientRect().top + window.scrollY - 72); }""",
                           anchor)
+            page.wait_for_timeout(600)  # the header's title swap (Material animates it) ends
         page.screenshot(path=str(png))
     page.close()
     return [png for _, png, _ in shots]
