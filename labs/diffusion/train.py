@@ -83,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the latent denoiser")
     parser.add_argument("--slot-epochs", type=positive_int, default=10,
                         help="epochs of the slot-conditioned decoder (--part slots)")
+    parser.add_argument("--slot-data", choices=["tetrominoes", "multi-dsprites"],
+                        default="tetrominoes", help="the generated scenes of --part slots")
     parser.add_argument("--slot-lr", type=float, default=1e-3,
                         help="learning rate of the slot decoder (the Slot Attention lab's)")
 

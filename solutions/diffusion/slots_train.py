@@ -1,6 +1,7 @@
 """The slot part of `vislab train diffusion` (--part slots): a slot-conditioned diffusion
-decoder trained end to end on generated multi-dSprites scenes at 16 x 16 (2,000 training and
-200 validation scenes, up to 3 objects, as the Slot Attention lab's default run).
+decoder trained end to end on generated scenes at 16 x 16 (2,000 training and 200 validation
+scenes; Tetrominoes by default, three pieces each, as the Slot Attention lab's default run;
+--slot-data multi-dsprites for up to 3 sprites).
 
 Each epoch reports the validation ARI and foreground ARI of the segmentation that slot
 attention's attention gives (slot_masks; vislab.metrics.clustering). The run folder's slots/
@@ -25,10 +26,11 @@ from .slots_model import SlotConfig
 from .unet import UNetConfig
 
 
-def scenes(split: str, n: int, size: int = 16):
+def scenes(style: str, split: str, n: int, size: int = 16):
     from vislab.data.multi_object import MultiObjectScenes
 
-    data, step = MultiObjectScenes("multi-dsprites", split, n=n, max_objects=3), 64 // size
+    objects = None if style == "tetrominoes" else 3     # Tetrominoes: always three pieces
+    data, step = MultiObjectScenes(style, split, n=n, max_objects=objects), 64 // size
     images, ids = [], []
     for i in range(n):
         image, labels = data.scene(i)
@@ -73,8 +75,8 @@ def plot_history(history: list[dict], path: Path) -> Path:
 def train_slots(args, dist, out: Path) -> dict:
     from .train import strip
 
-    x_train, _ = scenes("train", 2000)
-    x_val, id_val = scenes("val", 200)
+    x_train, _ = scenes(args.slot_data, "train", 2000)
+    x_val, id_val = scenes(args.slot_data, "val", 200)
     slot_config = SlotConfig(image_size=16, hidden=32, encoder_layers=3, slot_dim=32, num_slots=4,
                              iters=3, mlp_dim=64, decoder_resolution=4)
     unet_config = UNetConfig(image_size=16, in_channels=3, channels=(32, 64), attention=(True, True),
@@ -83,7 +85,7 @@ def train_slots(args, dist, out: Path) -> dict:
     schedule = make_schedule(args.T, args.kind)
     epochs = args.slot_epochs
     print(f"slots: a slot-conditioned diffusion decoder, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, 2,000 multi-dSprites "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, 2,000 {args.slot_data} "
           f"scenes at 16 x 16, {epochs} epochs, lr {args.slot_lr:g}")
 
     def step(model, batch):
