@@ -59,21 +59,32 @@ def noises(g, count, B, N):
     return [torch.rand(B, N, generator=g) for _ in range(count)]
 
 
+def expect_ratio_used(kept: int, N: int, ratio: float, config_ratio: float, what: str):
+    """The function was called with mask_ratio `ratio` (not the config's): `kept` tokens must
+    be round(N (1 - ratio)); name the mistake when it is the config's count instead."""
+    K, K_config = num_keep(N, ratio), num_keep(N, config_ratio)
+    expect(kept != K_config or K == K_config,
+           f"{what}: {kept} of {N} tokens kept, what config.mask_ratio = {config_ratio} gives; "
+           f"this call asked for mask_ratio {ratio} (K = {K}): pass the mask_ratio argument on "
+           f"to random_masking / the encoder, not self.config.mask_ratio",
+           "the config's mask ratio instead of the argument")
+
+
 # ---------------------------------------------------------------------- ssl.random_masking
 
-def masking_run(student, g, B, N, D, ratio):
+def masking_run(student, g, B, N, D, ratio, calls=1):
     x = torch.randn(B, N, D, generator=g)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    kept, mask, ids = student.run(probes.masking, x=x, mask_ratio=ratio, seed=seed)
-    return x, kept, mask, ids
+    out = student.run(probes.masking, x=x, mask_ratio=ratio, seed=seed, calls=calls)
+    return (x, *out)
 
 
 @lab.check("ssl.random_masking", points=2)
 def masking_keeps_round_n_per_image(student, g):
     """K = round(N (1 - r)) tokens kept per image (N = 10, r = 0.62: round 4, not floor 3;
-    N = 16, r = 0.5; one image); mask 0 = kept, 1 = removed, N - K ones per row; the kept
+    N = 10, r = 0.68: round 3, not N - floor(N r) = 4; N = 16, r = 0.5; one image); mask 0 = kept, 1 = removed, N - K ones per row; the kept
     tokens are x's rows where the mask is 0."""
-    for B, N, D, ratio in ((5, 10, 6, 0.62), (4, 16, 5, 0.5), (1, 7, 3, 0.3)):
+    for B, N, D, ratio in ((5, 10, 6, 0.62), (3, 10, 4, 0.68), (4, 16, 5, 0.5), (1, 7, 3, 0.3)):
         x, kept, mask, ids = masking_run(student, g, B, N, D, ratio)
         K = num_keep(N, ratio)
         what = f"random_masking of x (B, N, D) = {(B, N, D)} with mask_ratio {ratio}"
@@ -85,6 +96,10 @@ def masking_keeps_round_n_per_image(student, g):
         expect(kept.shape[1] != int(N * (1 - ratio)) or K == int(N * (1 - ratio)),
                f"{what}: x_kept has {kept.shape[1]} tokens; K = round(N (1 - r)) = {K}, not "
                f"int(N (1 - r)), which rounds down", "K rounded down instead of to the nearest")
+        up = N - int(N * ratio)  # N minus the masked count rounded down: K rounded up
+        expect(kept.shape[1] != up or K == up,
+               f"{what}: x_kept has {kept.shape[1]} tokens = N - int(N r), which rounds K up; "
+               f"K = round(N (1 - r)) = {K} (use the given `keep`)", "K rounded up")
         expect(kept.shape[1] == K, f"{what}: x_kept has {kept.shape[1]} tokens, expected "
                                    f"K = round(N (1 - r)) = {K}")
         mask = expect_shape(mask, (B, N), what + ": mask")
@@ -119,9 +134,10 @@ def expect_tensor_shape(value, shape, what):
 def ids_restore_inverts_the_shuffle(student, g):
     """ids_restore is a permutation of 0..N-1 per image; gathering [x_kept, anything] with it
     puts every kept token back at its own place (where the mask is 0) and the removed places
-    point past the K kept ones; the masks differ between the images of a batch."""
+    point past the K kept ones; the masks differ between the images of a batch, and between
+    two calls (a new draw from torch's generator each time)."""
     B, N, D, ratio = 8, 16, 4, 0.5
-    x, kept, mask, ids = masking_run(student, g, B, N, D, ratio)
+    x, kept, mask, ids, second_mask = masking_run(student, g, B, N, D, ratio, calls=2)
     K = num_keep(N, ratio)
     what = f"random_masking of x {(B, N, D)}, mask_ratio {ratio}"
     kept = expect_shape(kept, (B, K, D), what + ": x_kept")
@@ -143,6 +159,11 @@ def ids_restore_inverts_the_shuffle(student, g):
     expect(not all(torch.equal(mask[0], mask[b]) for b in range(1, B)),
            f"{what}: all {B} images got the same mask: draw the noise (or randperm) per image, "
            f"noise of shape (B, N)", "the same mask for every image")
+    second_mask = expect_shape(second_mask, (B, N), what + ": the second call's mask")
+    expect(not torch.equal(mask, second_mask.to(mask.dtype)),
+           f"{what}: two calls gave the same masks: draw the noise from torch's global "
+           f"generator (torch.rand / torch.randperm without a seeded generator of your own), so "
+           f"that every training step gets new masks", "the same masks on every call")
 
 
 # ------------------------------------------------------------------------- ssl.mae_encoder
@@ -188,39 +209,40 @@ def encoder_matches_reference(student, g):
     its position, blocks, norm. Also returns random_masking's mask and ids_restore; gradients."""
     c = CONFIG
     ref, state = encoder_setup(g)
-    for B in (3, 1):
+    for B, ratio in ((3, c["mask_ratio"]), (1, 0.25)):  # 0.25: not the config's ratio
         x = torch.randn(B, c["in_channels"], c["image_size"], c["image_size"], generator=g)
         N = (c["image_size"] // c["patch_size"]) ** 2
-        K = num_keep(N, c["mask_ratio"])
+        K = num_keep(N, ratio)
         (noise,) = noises(g, 1, B, N)
         grad_out = torch.randn(B, 1 + K, c["dim"], generator=g)
         got = student.run(probes.encoder, config=c, state=state, x=x, noises=[noise],
-                          mask_ratio=c["mask_ratio"], grad_out=grad_out)
-        what = f"MAEEncoder latent for {B} image(s), N = {N} patches, K = {K} kept"
-        latent = got["latent"]
+                          mask_ratio=ratio, grad_out=grad_out)
+        what = f"MAEEncoder latent for {B} image(s), N = {N} patches, mask_ratio {ratio}, K = {K} kept"
+        latent = expect_tensor_shape(got["latent"], (B, None, c["dim"]), what)
+        expect_ratio_used(latent.shape[1] - 1, N, ratio, c["mask_ratio"], what)
         expect(tuple(latent.shape) != (B, 1 + N, c["dim"]),
                f"{what}: expected shape (B, 1 + K, D) = {(B, 1 + K, c['dim'])}, got "
                f"{tuple(latent.shape)}: the masked tokens were passed to the encoder (only the "
                f"K visible ones go in)", "masked tokens passed to the encoder")
-        _, mask, ids = probes.masking_from_noise(noise, c["mask_ratio"])
+        _, mask, ids = probes.masking_from_noise(noise, ratio)
         expect_shape(got["mask"], (B, N), what + ": returned mask")
         expect(torch.equal(got["mask"].float(), mask) and torch.equal(got["ids_restore"].long(), ids),
                f"{what}: return the mask and ids_restore that random_masking gave (call it by "
                f"that name: the grader puts its own in, to know the masks)")
-        expect_close(latent, probes.reference_encoder(state, c, x, noise, c["mask_ratio"]), what,
+        expect_close(latent, probes.reference_encoder(state, c, x, noise, ratio), what,
                      diagnoses={
             "positions added after masking (the kept tokens got the first K positions, not "
             "their own): add pos_embed[:, 1:] before random_masking":
-                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "pos after masking"),
+                probes.reference_encoder(state, c, x, noise, ratio, "pos after masking"),
             "no position for the CLS token (add pos_embed[:, :1] to it)":
-                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "no cls position"),
+                probes.reference_encoder(state, c, x, noise, ratio, "no cls position"),
             "no final norm (apply self.norm)":
-                probes.reference_encoder(state, c, x, noise, c["mask_ratio"], "no norm"),
+                probes.reference_encoder(state, c, x, noise, ratio, "no norm"),
         })
     ref64 = probes.Encoder(c, probes.noise_masking([noise.double()]))
     ref64.load_state_dict(state)
     ref64.double()
-    out = ref64(x.double(), c["mask_ratio"])[0]
+    out = ref64(x.double(), ratio)[0]
     (out * grad_out.double()).sum().backward()
     want = {n: p.grad.float() for n, p in ref64.named_parameters()
             if n in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")}
@@ -306,6 +328,8 @@ def loss_variant(pred, images, mask, P, variant=None):
         return (per * (1 - mask)).sum() / (1 - mask).sum()
     if variant == "over N":
         return (per * mask).mean()
+    if variant == "per image":
+        return ((per * mask).sum(1) / mask.sum(1)).mean()
     return (per * mask).sum() / mask.sum()
 
 
@@ -324,10 +348,16 @@ def patchify_matches_unfold(student, g):
 
 
 def loss_inputs(g, B=3, C=3, S=12, P=4):
+    """Images, predictions and a mask with another number of masked patches in each image
+    (2, 5 and 8 of 9), so that the batch-wide mean over masked patches differs from a mean of
+    per-image means."""
     N = (S // P) ** 2
     images = torch.randn(B, C, S, S, generator=g)
     pred = torch.randn(B, N, P * P * C, generator=g)
-    _, mask, _ = probes.masking_from_noise(torch.rand(B, N, generator=g), 0.6)
+    mask = torch.zeros(B, N)
+    for b in range(B):
+        order = torch.argsort(torch.rand(N, generator=g))
+        mask[b, order[:2 + (3 * b) % (N - 2)]] = 1
     return images, pred, mask
 
 
@@ -348,6 +378,9 @@ def loss_on_masked_patches_only(student, g):
             loss_variant(pred, images, mask, 4, "flipped"),
         "the masked patches' loss divided by all N patches (divide by mask.sum())":
             loss_variant(pred, images, mask, 4, "over N"),
+        "a mean of per-image means (the handout's loss is one mean over the masked patches of "
+        "the whole batch: sum(loss_n * mask_n) / sum(mask_n))":
+            loss_variant(pred, images, mask, 4, "per image"),
         "patch targets flattened (channel, row, column), another order than the predictions' "
         "(row, column, channel): use patchify": loss_variant(pred, images, mask, 4, "cpp"),
         "patch targets flattened column by column, another order than the predictions'":
@@ -489,19 +522,23 @@ def combined_matches_reference(student, g):
     state = combined_setup(g)
     B, S = 4, c["image_size"]
     N = (S // c["patch_size"]) ** 2
-    for weight in (0.2, 0.7):
+    for weight, ratio in ((0.2, c["mask_ratio"]), (0.7, 0.3)):  # 0.3: not the config's ratio
         view1 = torch.randn(B, c["in_channels"], S, S, generator=g)
         view2 = view1 + 0.3 * torch.randn(view1.shape, generator=g)
         noise_list = noises(g, 4, B, N)
         got = student.run(probes.combined, config=c, state=state, view1=view1, view2=view2,
-                          noises=noise_list, mask_ratio=c["mask_ratio"], weight=weight,
+                          noises=noise_list, mask_ratio=ratio, weight=weight,
                           temperature=0.2, head_dims=list(HEAD_DIMS))
-        args = (CONFIG, HEAD_DIMS, state, view1, view2, noise_list, c["mask_ratio"], weight, 0.2)
+        args = (CONFIG, HEAD_DIMS, state, view1, view2, noise_list, ratio, weight, 0.2)
         reference = probes.combined_reference
         want = {k: v.detach() for k, v in reference(*args).items()}
-        expect_close(got["mae"], want["mae"], f"combined_loss's 'mae' (w = {weight})", diagnoses={
+        config_ratio = reference(*args[:6], c["mask_ratio"], *args[7:])
+        expect_close(got["mae"], want["mae"], f"combined_loss's 'mae' (w = {weight}, mask_ratio "
+                     f"{ratio})", diagnoses={
             "MAE of view1 only (the mean of both views' losses)":
-                reference(*args, variant="view1 only")["mae"].detach()})
+                reference(*args, variant="view1 only")["mae"].detach(),
+            "the encoder called with encoder.config.mask_ratio instead of the mask_ratio "
+            "argument (pass it on)": config_ratio["mae"].detach()})
         expect_close(got["nce"], want["nce"], f"combined_loss's 'nce' (w = {weight})", diagnoses={
             "InfoNCE on the CLS outputs without the projection head (head(latent[:, 0]))":
                 reference(*args, variant="no head")["nce"].detach()})
@@ -727,7 +764,7 @@ def video_mae_matches_reference(student, g):
     """Loss and predictions equal the grader's video MAE for masks it drew (its tokens,
     patchify and masking inside yours): visible tokens encoded, mask tokens unshuffled,
     decoder positions, L1 on the masked tokens only; tubes of 1 and 3 frames."""
-    for tubelet, B in ((1, 2), (3, 1)):
+    for tubelet, B, ratio in ((1, 2, VIDEO["mask_ratio"]), (3, 1, 0.25)):  # 0.25: not the config's
         c = {**VIDEO, "tubelet": tubelet}
         state = video_mae_state(g, c)
         N = (c["frames"] // tubelet) * (c["image_size"] // c["patch_size"]) ** 2
@@ -735,15 +772,17 @@ def video_mae_matches_reference(student, g):
                             generator=g)
         (noise,) = noises(g, 1, B, N)
         got = student.run(probes.video_mae, config=c, state=state, video=video, noises=[noise],
-                          mask_ratio=c["mask_ratio"])
-        args = (state, c, video, noise, c["mask_ratio"])
+                          mask_ratio=ratio)
+        args = (state, c, video, noise, ratio)
         loss, pred = probes.video_mae_reference(*args)
-        what = f"VideoMAE, tubes of {tubelet} frame(s)"
+        what = f"VideoMAE, tubes of {tubelet} frame(s), mask_ratio {ratio}"
+        got_mask = expect_shape(got["mask"], (B, N), what + ": mask")
+        expect_ratio_used(N - int(got_mask[0].sum()), N, ratio, c["mask_ratio"], what)
         expect_close(got["pred"], pred, what + ": predictions", diagnoses={
             "mask tokens not unshuffled (gather with ids_restore)":
                 probes.video_mae_reference(*args, "no unshuffle")[1],
             "no decoder position embedding": probes.video_mae_reference(*args, "no pos")[1]})
-        _, mask, _ = probes.masking_from_noise(noise, c["mask_ratio"])
+        _, mask, _ = probes.masking_from_noise(noise, ratio)
         expect_close(got["mask"], mask, what + ": mask (return random_masking's)")
         expect_close(got["loss"], loss, what + ": loss", diagnoses={
             "an L2 loss instead of L1 (mean absolute error)": probes.video_mae_reference(*args, "l2")[0],

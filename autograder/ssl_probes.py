@@ -156,13 +156,18 @@ def info_nce(z1, z2, temperature=0.1):
 
 # ------------------------------------------------------------------------------------ probes
 
-def masking(lab, x, mask_ratio, seed):
+def masking(lab, x, mask_ratio, seed, calls=1):
+    """random_masking's (x_kept, mask, ids_restore), and with calls=2 the mask of a second call
+    on the same tokens (torch's generator seeded once, before the first)."""
     torch.manual_seed(seed)
-    x = x.clone().requires_grad_()
-    out = lab.mae.random_masking(x, mask_ratio)
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise ProbeFailed("random_masking must return (x_kept, mask, ids_restore)")
-    return [returned(o, "random_masking") for o in out]
+    results = []
+    for call in range(calls):
+        out = lab.mae.random_masking(x.clone().requires_grad_(), mask_ratio)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            raise ProbeFailed("random_masking must return (x_kept, mask, ids_restore)")
+        out = [returned(o, "random_masking") for o in out]
+        results.extend(out if call == 0 else out[1:2])
+    return results
 
 
 def _mae_modules(lab, noises):

@@ -37,6 +37,14 @@ MISTAKES = {
     "the mask ratio kept instead of removed": (
         "ssl.random_masking", "mae.py", "keep = round(N * (1 - mask_ratio))",
         "keep = round(N * mask_ratio)", "you kept the masked share"),
+    "K rounded up (N minus the masked count rounded down)": (
+        "ssl.random_masking", "mae.py", "    noise = torch.rand(B, N, device=x.device)",
+        "    keep = N - int(N * mask_ratio)\n    noise = torch.rand(B, N, device=x.device)",
+        "which rounds K up"),
+    "the same masks on every call (a seeded generator of its own)": (
+        "ssl.random_masking", "mae.py", "noise = torch.rand(B, N, device=x.device)",
+        "noise = torch.rand(B, N, generator=torch.Generator().manual_seed(0))",
+        "two calls gave the same masks"),
     "ids_shuffle returned as ids_restore": (
         "ssl.random_masking", "mae.py", "    return x_kept, mask, ids_restore\n    ### END",
         "    return x_kept, mask, ids_shuffle\n    ### END", "argsort(ids_shuffle)"),
@@ -60,6 +68,9 @@ MISTAKES = {
         "        tokens, mask, ids_restore = random_masking(self.patch_embed(x), mask_ratio)\n"
         "        tokens = tokens + self.pos_embed[:, 1:1 + tokens.shape[1]]",
         "positions added after masking"),
+    "the encoder masks with the config's ratio, not its argument": (
+        "ssl.mae_encoder", "mae.py", "random_masking(tokens, mask_ratio)        # (B, K, D)",
+        "random_masking(tokens, self.config.mask_ratio)", "pass the mask_ratio argument on"),
     "no CLS position": (
         "ssl.mae_encoder", "mae.py", "cls = (self.cls_token + self.pos_embed[:, :1])",
         "cls = (self.cls_token)", "no position for the CLS token"),
@@ -85,6 +96,9 @@ MISTAKES = {
     "loss divided by N": (
         "ssl.mae_loss", "mae.py", "return (per_patch * mask).sum() / mask.sum()",
         "return (per_patch * mask).mean()", "divided by all N patches"),
+    "loss as a mean of per-image means": (
+        "ssl.mae_loss", "mae.py", "return (per_patch * mask).sum() / mask.sum()",
+        "return ((per_patch * mask).sum(1) / mask.sum(1)).mean()", "mean of per-image means"),
     "patch targets flattened (C, P, P)": (
         "ssl.mae_loss", "mae.py", "x = x.permute(0, 2, 4, 3, 5, 1)                    # (B, h, w, P, P, C)",
         "x = x.permute(0, 2, 4, 1, 3, 5)", "(channel, row, column)"),
@@ -117,6 +131,9 @@ MISTAKES = {
     "combined MAE of view1 only": (
         "ssl.combined", "contrastive.py", "mae = (maes[0] + maes[1]) / 2", "mae = maes[0]",
         "view1 only"),
+    "combined with the config's mask ratio, not its argument": (
+        "ssl.combined", "contrastive.py", "encoder(view, mask_ratio)     # (B, 1+K, D)",
+        "encoder(view, encoder.config.mask_ratio)", "instead of the mask_ratio argument"),
     "combined InfoNCE without the head": (
         "ssl.combined", "contrastive.py", "cls.append(head(latent[:, 0]))",
         "cls.append(latent[:, 0])", "without the projection head"),
@@ -146,6 +163,9 @@ MISTAKES = {
     "video MAE loss over all tokens": (
         "ssl.video_mae", "video.py", "return (per_token * mask).sum() / mask.sum(), pred, mask",
         "return per_token.mean(), pred, mask", "over all tokens"),
+    "video MAE masks with the config's ratio, not its argument": (
+        "ssl.video_mae", "video.py", "random_masking(tokens, ratio)",
+        "random_masking(tokens, self.config.mask_ratio)", "pass the mask_ratio argument on"),
     "video MAE mask tokens not unshuffled": (
         "ssl.video_mae", "video.py",
         "        h = torch.gather(h, 1, ids_restore[..., None].expand(-1, -1, h.shape[-1]))\n", "",
@@ -240,6 +260,83 @@ ALTERNATIVES = {
         S, hw = self.time_embed.shape[0], self.space_embed.shape[0]
         pos = (self.time_embed[:, None] + self.space_embed[None]).reshape(S * hw, -1)
         return x + pos""")]),
+    "masking with a scattered mask and advanced indexing": ("ssl.random_masking", "mae.py", [(
+        """    x_kept = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))  # (B, K, D)
+    mask = torch.ones(B, N, device=x.device)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)                           # (B, N)""",
+        """    x_kept = x[torch.arange(B)[:, None], ids_keep]
+    mask = torch.ones(B, N).scatter_(1, ids_keep, 0.0)""")]),
+    "encoder adding the kept tokens' positions after masking, gathered": ("ssl.mae_encoder",
+                                                                         "mae.py", [(
+        """        tokens = self.patch_embed(x) + self.pos_embed[:, 1:]                  # (B, N, D)
+        tokens, mask, ids_restore = random_masking(tokens, mask_ratio)        # (B, K, D)""",
+        """        tokens, mask, ids_restore = random_masking(self.patch_embed(x), mask_ratio)
+        keep = torch.argsort(ids_restore, 1)[:, :tokens.shape[1]]
+        pos = self.pos_embed[:, 1:].expand(len(x), -1, -1)
+        tokens = tokens + torch.gather(pos, 1, keep[..., None].expand(-1, -1, pos.shape[-1]))""")]),
+    "decoder gathering CLS and patches in one index": ("ssl.mae_decoder", "mae.py", [(
+        """        patches = torch.cat([h[:, 1:], masks], dim=1)                 # (B, N, Dd) shuffled
+        index = ids_restore[..., None].expand(-1, -1, h.shape[-1])
+        patches = torch.gather(patches, 1, index)                     # (B, N, Dd) image order
+        h = torch.cat([h[:, :1], patches], dim=1) + self.pos_embed    # (B, 1+N, Dd)""",
+        """        seq = torch.cat([h, masks], dim=1)
+        idx = torch.cat([torch.zeros(B, 1, dtype=torch.long), ids_restore + 1], 1)
+        h = seq.gather(1, idx.unsqueeze(-1).repeat(1, 1, seq.shape[-1])) + self.pos_embed""")]),
+    "MAE loss per pixel in float64": ("ssl.mae_loss", "mae.py", [(
+        """    per_patch = ((pred - target) ** 2).mean(dim=-1)    # (B, N)
+    return (per_patch * mask).sum() / mask.sum()""",
+        """    se = (pred.double() - target.double()) ** 2
+    m = mask.double()[..., None].expand_as(se)
+    return ((se * m).sum() / m.sum()).float()""")]),
+    "InfoNCE by a float64 loop over the anchors": ("ssl.infonce", "contrastive.py", [(
+        """    u = F.normalize(torch.cat([z1, z2]), dim=1)                         # (2B, E)
+    sim = u @ u.T / temperature                                         # (2B, 2B)
+    eye = torch.eye(2 * B, dtype=torch.bool, device=sim.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    targets = torch.cat([torch.arange(B, 2 * B), torch.arange(B)]).to(sim.device)
+    return F.cross_entropy(sim, targets)""",
+        """    u = F.normalize(torch.cat([z1, z2]).double(), dim=1)
+    total = 0
+    for i in range(2 * B):
+        s = (u @ u[i]) / temperature
+        others = torch.cat([s[:i], s[i + 1:]])
+        total = total + torch.logsumexp(others, 0) - s[(i + B) % (2 * B)]
+    return (total / (2 * B)).to(z1.dtype)""")]),
+    "InfoNCE by logsumexp, a manual norm and rolled targets": ("ssl.infonce", "contrastive.py", [(
+        """    u = F.normalize(torch.cat([z1, z2]), dim=1)                         # (2B, E)
+    sim = u @ u.T / temperature                                         # (2B, 2B)
+    eye = torch.eye(2 * B, dtype=torch.bool, device=sim.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    targets = torch.cat([torch.arange(B, 2 * B), torch.arange(B)]).to(sim.device)
+    return F.cross_entropy(sim, targets)""",
+        """    z = torch.cat([z1, z2])
+    u = z / z.norm(dim=1, keepdim=True)
+    sim = torch.einsum("ie,je->ij", u, u) / temperature - 1e9 * torch.eye(2 * B)
+    pos = torch.arange(2 * B).roll(B)
+    return (torch.logsumexp(sim, 1) - sim[torch.arange(2 * B), pos]).mean()""")]),
+    "combined with torch.lerp and a stacked mean": ("ssl.combined", "contrastive.py", [(
+        """    mae = (maes[0] + maes[1]) / 2
+    nce = info_nce(cls[0], cls[1], temperature)
+    return {"loss": (1 - weight) * mae + weight * nce, "mae": mae, "nce": nce}""",
+        """    mae = torch.stack(maes).mean()
+    nce = info_nce(*cls, temperature=temperature)
+    return dict(loss=torch.lerp(mae, nce, weight), mae=mae, nce=nce)""")]),
+    "trainable parameters chosen by name in a loop": ("ssl.finetune", "finetune.py", [(
+        """    model.encoder.requires_grad_(mode == "finetune")
+    model.head.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]""",
+        """    out = []
+    for name, p in model.named_parameters():
+        p.requires_grad = mode == "finetune" or name.startswith("head.")
+        if p.requires_grad:
+            out.append(p)
+    return out""")]),
+    "video MAE with F.l1_loss on the masked tokens selected": ("ssl.video_mae", "video.py", [(
+        """        per_token = (pred - target).abs().mean(dim=-1)                    # (B, N)
+        return (per_token * mask).sum() / mask.sum(), pred, mask""",
+        """        err = torch.nn.functional.l1_loss(pred, target, reduction="none").mean(-1)
+        return err[mask.bool()].mean(), pred, mask""")]),
 }
 
 
