@@ -72,10 +72,11 @@ def expect_ratio_used(kept: int, N: int, ratio: float, config_ratio: float, what
 
 # ---------------------------------------------------------------------- ssl.random_masking
 
-def masking_run(student, g, B, N, D, ratio, calls=1):
+def masking_run(student, g, B, N, D, ratio, calls=1, grad_out=None):
     x = torch.randn(B, N, D, generator=g)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    out = student.run(probes.masking, x=x, mask_ratio=ratio, seed=seed, calls=calls)
+    out = student.run(probes.masking, x=x, mask_ratio=ratio, seed=seed, calls=calls,
+                      grad_out=grad_out)
     return (x, *out)
 
 
@@ -135,10 +136,13 @@ def ids_restore_inverts_the_shuffle(student, g):
     """ids_restore is a permutation of 0..N-1 per image; gathering [x_kept, anything] with it
     puts every kept token back at its own place (where the mask is 0) and the removed places
     point past the K kept ones; the masks differ between the images of a batch, and between
-    two calls (a new draw from torch's generator each time)."""
+    two calls (a new draw from torch's generator each time); the gradient of x_kept reaches
+    x's kept tokens (the patch embedding and positions learn through it)."""
     B, N, D, ratio = 8, 16, 4, 0.5
-    x, kept, mask, ids, second_mask = masking_run(student, g, B, N, D, ratio, calls=2)
     K = num_keep(N, ratio)
+    grad_out = torch.randn(B, K, D, generator=g)
+    x, kept, mask, ids, second_mask, x_grad = masking_run(student, g, B, N, D, ratio, calls=2,
+                                                          grad_out=grad_out)
     what = f"random_masking of x {(B, N, D)}, mask_ratio {ratio}"
     kept = expect_shape(kept, (B, K, D), what + ": x_kept")
     mask = expect_shape(mask, (B, N), what + ": mask")
@@ -159,6 +163,15 @@ def ids_restore_inverts_the_shuffle(student, g):
     expect(not all(torch.equal(mask[0], mask[b]) for b in range(1, B)),
            f"{what}: all {B} images got the same mask: draw the noise (or randperm) per image, "
            f"noise of shape (B, N)", "the same mask for every image")
+    expect(x_grad is not None, f"{what}: no gradient reaches x through x_kept: gather (or "
+           f"index) x itself, not x.detach() or under torch.no_grad(); the patch embedding and "
+           f"positions learn through the kept tokens", "x_kept detached from x")
+    ids_l = ids.long()
+    want = torch.where((ids_l < K)[..., None],
+                       torch.gather(grad_out, 1, ids_l.clamp(max=K - 1)[..., None].expand(-1, -1, D)),
+                       torch.zeros(()))
+    expect_close(x_grad, want, f"{what}: the gradient wrt x of <x_kept, g> (g on the kept "
+                 f"tokens, zero on the removed ones)")
     second_mask = expect_shape(second_mask, (B, N), what + ": the second call's mask")
     expect(not torch.equal(mask, second_mask.to(mask.dtype)),
            f"{what}: two calls gave the same masks: draw the noise from torch's global "
@@ -613,7 +626,8 @@ def classifier_reads_the_cls_token(student, g):
 @lab.check("ssl.finetune", points=1, timeout=30)
 def linear_probe_trains_the_head_only(student, g):
     """mode 'linear': only head.weight and head.bias are returned, get gradients and change in
-    one SGD step; mode 'finetune': every parameter does (recomputed here)."""
+    one SGD step, whether the model starts trainable (a new one: the encoder must be frozen) or
+    frozen; mode 'finetune': every parameter does, from a frozen model (recomputed here)."""
     c = CONFIG
     _, _, state = classifier_setup(g, num_classes=3)
     x = torch.randn(4, c["in_channels"], c["image_size"], c["image_size"], generator=g)
@@ -626,8 +640,10 @@ def linear_probe_trains_the_head_only(student, g):
         cls = enc(x, 0.0)[0][:, 0]
     F.cross_entropy(head(cls), y).backward()
     grads = {"head.weight": head.weight.grad, "head.bias": head.bias.grad}
-    for mode in ("linear", "finetune"):
-        got = student.run(probes.trainable, config=c, state=state, mode=mode, x=x, y=y, lr=0.1)
+    # linear from a new (trainable) model and from a frozen one; finetune from a frozen one
+    for mode, start_frozen in (("linear", False), ("linear", True), ("finetune", True)):
+        got = student.run(probes.trainable, config=c, state=state, mode=mode, x=x, y=y, lr=0.1,
+                          frozen=start_frozen)
         want = sorted(state) if mode == "finetune" else ["head.bias", "head.weight"]
         expect(sorted(got["returned"]) == want,
                f"trainable_parameters(model, {mode!r}) should return {len(want)} parameters "
@@ -635,11 +651,12 @@ def linear_probe_trains_the_head_only(student, g):
                f"{sorted(got['returned'])[:5]}")
         frozen = [n for n in state if n not in want]
         leaking = [n for n in frozen if got["grads"].get(n) is not None]
+        start = "frozen" if start_frozen else "trainable, as a new model"
         expect(not leaking, f"in {mode!r} mode these still require grad: {leaking[:3]} (set "
-                            f"requires_grad=False on the encoder)")
+                            f"requires_grad=False on the encoder; the model started {start})")
         missing = [n for n in want if got["grads"].get(n) is None]
         expect(not missing, f"in {mode!r} mode {missing[:3]} got no gradient: set "
-                            f"requires_grad=True on what trains (everything starts frozen here)")
+                            f"requires_grad=True on what trains (the model started {start})")
         moved = [n for n in frozen if not torch.equal(got["state"][n], state[n])]
         expect(not moved, f"in {mode!r} mode one SGD step changed frozen weights: {moved[:3]}")
         changed = [n for n in want if not torch.equal(got["state"][n], state[n])]

@@ -82,6 +82,7 @@ class Encoder(nn.Module):
         n = (c["image_size"] // c["patch_size"]) ** 2
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(c["in_channels"], c["dim"], c["patch_size"], c["patch_size"])
+        self.patch_embed.patch_size = c["patch_size"]  # as the ViT lab's PatchEmbed
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c["dim"]))
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, c["dim"]) * 0.02)
         self.blocks = nn.ModuleList([_Block(c["dim"], c["num_heads"], c["mlp_dim"])
@@ -156,18 +157,25 @@ def info_nce(z1, z2, temperature=0.1):
 
 # ------------------------------------------------------------------------------------ probes
 
-def masking(lab, x, mask_ratio, seed, calls=1):
-    """random_masking's (x_kept, mask, ids_restore), and with calls=2 the mask of a second call
-    on the same tokens (torch's generator seeded once, before the first)."""
+def masking(lab, x, mask_ratio, seed, calls=1, grad_out=None):
+    """random_masking's (x_kept, mask, ids_restore); with calls=2 also the mask of a second
+    call on the same tokens (torch's generator seeded once, before the first); with grad_out
+    also the gradient of <x_kept, grad_out> wrt x (None where none reaches x)."""
     torch.manual_seed(seed)
     results = []
     for call in range(calls):
-        out = lab.mae.random_masking(x.clone().requires_grad_(), mask_ratio)
+        leaf = x.clone().requires_grad_()
+        out = lab.mae.random_masking(leaf, mask_ratio)
         if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise ProbeFailed("random_masking must return (x_kept, mask, ids_restore)")
         out = [returned(o, "random_masking") for o in out]
         results.extend(out if call == 0 else out[1:2])
-    return results
+        if call == 0 and grad_out is not None:
+            kept = out[0]
+            if kept.requires_grad and kept.shape == grad_out.shape:
+                (kept * grad_out).sum().backward()
+            grad = leaf.grad
+    return results + [grad] if grad_out is not None else results
 
 
 def _mae_modules(lab, noises):
@@ -268,13 +276,14 @@ def classifier(lab, config, state, num_classes, x, grad_out=None):
     return forward_backward(m.eval(), x, grad_out, "Classifier")
 
 
-def trainable(lab, config, state, mode, x, y, lr):
-    """trainable_parameters on a Classifier (reference encoder, everything frozen first), one
-    SGD step: names of the returned parameters (found by identity), gradients, state after."""
+def trainable(lab, config, state, mode, x, y, lr, frozen=True):
+    """trainable_parameters on a Classifier (reference encoder; everything frozen first, or with
+    frozen=False everything trainable first, as a new model), one SGD step: names of the
+    returned parameters (found by identity), gradients, state after."""
     enc = Encoder(config)
     m = lab.finetune.Classifier(enc, 3)
     load_weights(m, state, "Classifier")
-    m.requires_grad_(False)
+    m.requires_grad_(not frozen)
     params = lab.finetune.trainable_parameters(m, mode)
     if not hasattr(params, "__iter__"):
         raise ProbeFailed(f"trainable_parameters must return a list of parameters, got "

@@ -45,6 +45,9 @@ MISTAKES = {
         "ssl.random_masking", "mae.py", "noise = torch.rand(B, N, device=x.device)",
         "noise = torch.rand(B, N, generator=torch.Generator().manual_seed(0))",
         "two calls gave the same masks"),
+    "x_kept gathered from x.detach()": (
+        "ssl.random_masking", "mae.py", "x_kept = torch.gather(x, 1,",
+        "x_kept = torch.gather(x.detach(), 1,", "no gradient reaches x through x_kept"),
     "ids_shuffle returned as ids_restore": (
         "ssl.random_masking", "mae.py", "    return x_kept, mask, ids_restore\n    ### END",
         "    return x_kept, mask, ids_shuffle\n    ### END", "argsort(ids_shuffle)"),
@@ -143,6 +146,13 @@ MISTAKES = {
     "linear probe that trains the encoder": (
         "ssl.finetune", "finetune.py", "model.encoder.requires_grad_(mode == \"finetune\")",
         "model.encoder.requires_grad_(True)", "should return 2 parameters"),
+    "linear probe that never freezes the encoder (only returns the head)": (
+        "ssl.finetune", "finetune.py",
+        "    model.encoder.requires_grad_(mode == \"finetune\")\n    model.head.requires_grad_(True)\n"
+        "    return [p for p in model.parameters() if p.requires_grad]",
+        "    if mode == \"linear\":\n        model.head.requires_grad_(True)\n"
+        "        return list(model.head.parameters())\n    model.requires_grad_(True)\n"
+        "    return list(model.parameters())", "set requires_grad=False on the encoder"),
     "video frames mixed into patches by a reshape": (
         "ssl.video_tokens", "video.py", "x = self.proj(video.permute(0, 2, 1, 3, 4))",
         "x = self.proj(video.reshape(video.shape[0], video.shape[2], video.shape[1], *video.shape[3:]))",
@@ -315,6 +325,18 @@ ALTERNATIVES = {
     sim = torch.einsum("ie,je->ij", u, u) / temperature - 1e9 * torch.eye(2 * B)
     pos = torch.arange(2 * B).roll(B)
     return (torch.logsumexp(sim, 1) - sim[torch.arange(2 * B), pos]).mean()""")]),
+    "combined reading the patch size from the patch embedding": ("ssl.combined", "contrastive.py", [(
+        "    p = encoder.config.patch_size", "    p = encoder.patch_embed.patch_size")]),
+    "masking with the mask read off ids_restore": ("ssl.random_masking", "mae.py", [(
+        """    mask = torch.ones(B, N, device=x.device)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)                           # (B, N)""",
+        """    mask = (ids_restore >= keep).float()""")]),
+    "MAE loss as F.mse_loss on the masked patches selected": ("ssl.mae_loss", "mae.py", [(
+        """    per_patch = ((pred - target) ** 2).mean(dim=-1)    # (B, N)
+    return (per_patch * mask).sum() / mask.sum()""",
+        """    m = mask.bool()
+    return torch.nn.functional.mse_loss(pred[m], target[m])""")]),
     "combined with torch.lerp and a stacked mean": ("ssl.combined", "contrastive.py", [(
         """    mae = (maes[0] + maes[1]) / 2
     nce = info_nce(cls[0], cls[1], temperature)
