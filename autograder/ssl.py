@@ -28,11 +28,12 @@ lab = Lab("ssl", {
 })
 
 # Small configs with 3 channels and odd counts, so that mixed-up axes and floor-vs-round show.
+# Two blocks everywhere, so that code running only blocks[0] (or the last) shows.
 CONFIG = dict(image_size=12, patch_size=4, in_channels=3, dim=24, depth=2, num_heads=3,
-              mlp_dim=40, decoder_dim=16, decoder_depth=1, decoder_heads=2, decoder_mlp_dim=24,
+              mlp_dim=40, decoder_dim=16, decoder_depth=2, decoder_heads=2, decoder_mlp_dim=24,
               mask_ratio=0.6)  # N = 9 patches, K = round(3.6) = 4 kept
-VIDEO = dict(frames=3, image_size=8, patch_size=4, tubelet=1, in_channels=2, dim=24, depth=1,
-             num_heads=3, mlp_dim=32, decoder_dim=16, decoder_depth=1, decoder_heads=2,
+VIDEO = dict(frames=3, image_size=8, patch_size=4, tubelet=1, in_channels=2, dim=24, depth=2,
+             num_heads=3, mlp_dim=32, decoder_dim=16, decoder_depth=2, decoder_heads=2,
              decoder_mlp_dim=24, mask_ratio=0.6)
 
 
@@ -293,6 +294,8 @@ def decoder_matches_reference(student, g):
                 probes.reference_decoder(state, c, latent, ids, "mask tokens first"),
             "no position embedding in the decoder (add self.pos_embed)":
                 probes.reference_decoder(state, c, latent, ids, "no pos"),
+            "only the first of the decoder's blocks run (loop over every block in self.blocks)":
+                probes.reference_decoder(state, c, latent, ids, "first block"),
         })
 
 
@@ -798,7 +801,11 @@ def video_mae_matches_reference(student, g):
         expect_close(got["pred"], pred, what + ": predictions", diagnoses={
             "mask tokens not unshuffled (gather with ids_restore)":
                 probes.video_mae_reference(*args, "no unshuffle")[1],
-            "no decoder position embedding": probes.video_mae_reference(*args, "no pos")[1]})
+            "no decoder position embedding": probes.video_mae_reference(*args, "no pos")[1],
+            "only the first encoder block run (loop over every block in self.blocks)":
+                probes.video_mae_reference(*args, "first block")[1],
+            "only the first decoder block run (loop over every block in self.decoder_blocks)":
+                probes.video_mae_reference(*args, "first decoder block")[1]})
         _, mask, _ = probes.masking_from_noise(noise, ratio)
         expect_close(got["mask"], mask, what + ": mask (return random_masking's)")
         expect_close(got["loss"], loss, what + ": loss", diagnoses={

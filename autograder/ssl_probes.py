@@ -399,7 +399,7 @@ def reference_decoder(state, config, latent, ids_restore, variant=None):
     h = torch.cat([h[:, :1], p], 1)
     if variant != "no pos":
         h = h + ref.pos_embed
-    for b in ref.blocks:
+    for b in ref.blocks[:1] if variant == "first block" else ref.blocks:
         h = b(h)
     return ref.pred(ref.norm(h))[:, 1:].detach()
 
@@ -481,7 +481,7 @@ def video_mae_reference(state, config, video, noise, ratio, variant=None, grads=
     ids_keep, mask, ids_restore = masking_from_noise(noise.double(), ratio)
     h = m.patch_embed(v)
     h = torch.gather(h, 1, ids_keep[..., None].expand(-1, -1, h.shape[-1]))
-    for b in m.blocks:
+    for b in m.blocks[:1] if variant == "first block" else m.blocks:
         h = b(h)
     h = m.decoder_embed(m.norm(h))
     B = len(v)
@@ -490,7 +490,7 @@ def video_mae_reference(state, config, video, noise, ratio, variant=None, grads=
         h = torch.gather(h, 1, ids_restore[..., None].expand(-1, -1, h.shape[-1]))
     if variant != "no pos":
         h = h + m.decoder_pos_embed
-    for b in m.decoder_blocks:
+    for b in m.decoder_blocks[:1] if variant == "first decoder block" else m.decoder_blocks:
         h = b(h)
     pred = m.pred(m.decoder_norm(h))
     diff = pred - video_patchify(v, c["tubelet"], c["patch_size"])

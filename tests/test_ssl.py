@@ -87,6 +87,10 @@ MISTAKES = {
     "mask tokens put first": (
         "ssl.mae_decoder", "mae.py", "patches = torch.cat([h[:, 1:], masks], dim=1)",
         "patches = torch.cat([masks, h[:, 1:]], dim=1)", "mask tokens put before"),
+    "the decoder runs its first block only": (
+        "ssl.mae_decoder", "mae.py",
+        "        for block in self.blocks:\n            h = block(h)\n        return self.pred(",
+        "        h = self.blocks[0](h)\n        return self.pred(", "only the first of the decoder's blocks"),
     "CLS output kept": (
         "ssl.mae_decoder", "mae.py", "return self.pred(self.norm(h))[:, 1:]",
         "return self.pred(self.norm(h))", "drop the CLS token's output"),
@@ -176,6 +180,10 @@ MISTAKES = {
     "video MAE masks with the config's ratio, not its argument": (
         "ssl.video_mae", "video.py", "random_masking(tokens, ratio)",
         "random_masking(tokens, self.config.mask_ratio)", "pass the mask_ratio argument on"),
+    "video MAE encoder runs its first block only": (
+        "ssl.video_mae", "video.py",
+        "        for block in self.blocks:\n            h = block(h)\n        h = self.decoder_embed",
+        "        h = self.blocks[0](h)\n        h = self.decoder_embed", "only the first encoder block"),
     "video MAE mask tokens not unshuffled": (
         "ssl.video_mae", "video.py",
         "        h = torch.gather(h, 1, ids_restore[..., None].expand(-1, -1, h.shape[-1]))\n", "",
@@ -241,6 +249,15 @@ ALTERNATIVES = {
     first = F.cross_entropy(torch.cat([ab, aa], 1), labels, reduction="sum")
     second = F.cross_entropy(torch.cat([ab.T, bb], 1), labels, reduction="sum")
     return (first + second) / (2 * len(a))""")]),
+    "InfoNCE with the diagonal filled in place": ("ssl.infonce", "contrastive.py", [(
+        """    sim = sim.masked_fill(eye, float("-inf"))""",
+        """    sim.fill_diagonal_(float("-inf"))""")]),
+    "patchify by Tensor.unfold": ("ssl.mae_loss", "mae.py", [(
+        """    x = images.reshape(B, C, H // P, P, W // P, P)
+    x = x.permute(0, 2, 4, 3, 5, 1)                    # (B, h, w, P, P, C)
+    return x.reshape(B, (H // P) * (W // P), P * P * C)""",
+        """    x = images.unfold(2, P, P).unfold(3, P, P)         # (B, C, h, w, P, P)
+    return x.permute(0, 2, 3, 4, 5, 1).reshape(B, -1, P * P * C)""")]),
     "InfoNCE as an explicit log-softmax": ("ssl.infonce", "contrastive.py", [(
         """    targets = torch.cat([torch.arange(B, 2 * B), torch.arange(B)]).to(sim.device)
     return F.cross_entropy(sim, targets)""",
