@@ -84,13 +84,20 @@ def masking_run(student, g, B, N, D, ratio, calls=1, grad_out=None):
 @lab.check("ssl.random_masking", points=2)
 def masking_keeps_round_n_per_image(student, g):
     """K = round(N (1 - r)) tokens kept per image (N = 10, r = 0.62: round 4, not floor 3;
-    N = 10, r = 0.68: round 3, not N - floor(N r) = 4; N = 16, r = 0.5; one image); mask 0 = kept, 1 = removed, N - K ones per row; the kept
+    N = 10, r = 0.68: round 3, not N - floor(N r) = 4; N = 16, r = 0.5; r = 0, every token
+    kept, as the classifier asks; one image); mask 0 = kept, 1 = removed, N - K ones per row; the kept
     tokens are x's rows where the mask is 0."""
-    for B, N, D, ratio in ((5, 10, 6, 0.62), (3, 10, 4, 0.68), (4, 16, 5, 0.5), (1, 7, 3, 0.3)):
+    for B, N, D, ratio in ((5, 10, 6, 0.62), (3, 10, 4, 0.68), (4, 16, 5, 0.5), (2, 6, 3, 0.0),
+                           (1, 7, 3, 0.3)):
         x, kept, mask, ids = masking_run(student, g, B, N, D, ratio)
         K = num_keep(N, ratio)
         what = f"random_masking of x (B, N, D) = {(B, N, D)} with mask_ratio {ratio}"
         kept = expect_tensor_shape(kept, (B, None, D), what + ": x_kept")
+        expect(ratio > 0 or kept.shape[1] == N,
+               f"{what}: x_kept has {kept.shape[1]} tokens; with mask_ratio 0 all N = {N} are "
+               f"kept (the classifier encodes every patch this way): slice with [:K] and [K:], "
+               f"not [:-(N - K)] or [-(N - K):], which take everything or nothing when N - K = 0",
+               "negative slices that break at mask_ratio 0")
         expect(kept.shape[1] != N - K or K == N - K,
                f"{what}: x_kept has {kept.shape[1]} tokens, N - K; it should keep "
                f"K = round(N (1 - r)) = {K}: you kept the masked share",
@@ -604,7 +611,7 @@ def classifier_reads_the_cls_token(student, g):
         x = torch.randn(B, c["in_channels"], c["image_size"], c["image_size"], generator=g)
         grad_out = torch.randn(B, 5, generator=g)
         got = student.run(probes.classifier, config=c, state=state, num_classes=5, x=x,
-                          grad_out=grad_out)
+                          grad_out=grad_out, train=B > 1)  # train and eval mode alike
         ref = probes.Encoder(c).double()
         ref.load_state_dict({k[8:]: v.double() for k, v in state.items() if k.startswith("encoder.")})
         h = head.double()
@@ -612,7 +619,8 @@ def classifier_reads_the_cls_token(student, g):
         latent = ref(xd, 0.0)[0]
         want = h(latent[:, 0])
         (want * grad_out.double()).sum().backward()
-        expect_close(got["out"], want.detach(), f"Classifier logits for {B} image(s)", diagnoses={
+        expect_close(got["out"], want.detach(), f"Classifier logits for {B} image(s) in "
+                     f"{'train' if B > 1 else 'eval'} mode (mask ratio 0 in both)", diagnoses={
             "the head on the mean of all tokens instead of the CLS token":
                 h(latent.mean(1)).detach(),
             "the head on the mean of the patch tokens instead of the CLS token":

@@ -266,14 +266,15 @@ def combined(lab, config, state, view1, view2, noises, mask_ratio, weight, tempe
     return {**values, "grads": grads}
 
 
-def classifier(lab, config, state, num_classes, x, grad_out=None):
-    """The student's Classifier around the reference encoder (the grader's weights)."""
+def classifier(lab, config, state, num_classes, x, grad_out=None, train=False):
+    """The student's Classifier around the reference encoder (the grader's weights), in train
+    or eval mode."""
     enc = Encoder(config)
     enc.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
     m = lab.finetune.Classifier(enc, num_classes)
     load_weights(m, state, "Classifier")
     torch.manual_seed(0)
-    return forward_backward(m.eval(), x, grad_out, "Classifier")
+    return forward_backward(m.train(train), x, grad_out, "Classifier")
 
 
 def trainable(lab, config, state, mode, x, y, lr, frozen=True):

@@ -45,6 +45,16 @@ MISTAKES = {
         "ssl.random_masking", "mae.py", "noise = torch.rand(B, N, device=x.device)",
         "noise = torch.rand(B, N, generator=torch.Generator().manual_seed(0))",
         "two calls gave the same masks"),
+    "negative slices, which keep nothing at mask ratio 0": (
+        "ssl.random_masking", "mae.py",
+        "    ids_keep = ids_shuffle[:, :keep]                                    # (B, K)\n"
+        "    x_kept = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))  # (B, K, D)\n"
+        "    mask = torch.ones(B, N, device=x.device)\n    mask[:, :keep] = 0\n"
+        "    mask = torch.gather(mask, 1, ids_restore)                           # (B, N)",
+        "    n_mask = N - keep\n    ids_keep = ids_shuffle[:, :-n_mask]\n"
+        "    x_kept = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))\n"
+        "    mask = torch.zeros(B, N).scatter_(1, ids_shuffle[:, -n_mask:], 1.0)",
+        "with mask_ratio 0 all N"),
     "x_kept gathered from x.detach()": (
         "ssl.random_masking", "mae.py", "x_kept = torch.gather(x, 1,",
         "x_kept = torch.gather(x.detach(), 1,", "no gradient reaches x through x_kept"),
@@ -147,6 +157,10 @@ MISTAKES = {
     "classifier on mean-pooled tokens": (
         "ssl.finetune", "finetune.py", "return self.head(latent[:, 0])",
         "return self.head(latent.mean(1))", "mean of all tokens"),
+    "classifier that masks patches in train mode": (
+        "ssl.finetune", "finetune.py", "latent, _, _ = self.encoder(x, 0.0)",
+        "latent, _, _ = self.encoder(x, self.encoder.config.mask_ratio if self.training else 0.0)",
+        "in train mode"),
     "linear probe that trains the encoder": (
         "ssl.finetune", "finetune.py", "model.encoder.requires_grad_(mode == \"finetune\")",
         "model.encoder.requires_grad_(True)", "should return 2 parameters"),
