@@ -342,9 +342,11 @@ def video_patchify_probe(lab, video, tubelet, patch_size):
 def video_mae(lab, config, state, video, noises, mask_ratio, backward=False):
     """The student's VideoMAE.forward with reference tokens, patchify and masking (the
     grader's noise) in place: loss, pred, mask and, with backward, the loss's gradients."""
+    masking = noise_masking(noises)
     refs = {"VideoPatchEmbed": lambda c: VideoTokens(vars(c) if not isinstance(c, dict) else c),
-            "video_patchify": video_patchify, "random_masking": noise_masking(noises)}
-    with replaced(lab.video, **refs):
+            "video_patchify": video_patchify, "random_masking": masking}
+    # random_masking in mae.py too: `from . import mae; mae.random_masking(...)` calls it by name
+    with replaced(lab.video, **refs), replaced(lab.mae, random_masking=masking):
         m = lab.video.VideoMAE(lab.video.VideoMAEConfig(**config))
         load_weights(m, state, "VideoMAE")
         out = m(video, mask_ratio)

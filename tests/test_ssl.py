@@ -385,6 +385,9 @@ ALTERNATIVES = {
         if p.requires_grad:
             out.append(p)
     return out""")]),
+    "video MAE calling random_masking through the mae module": ("ssl.video_mae", "video.py", [(
+        "h, mask, ids_restore = random_masking(tokens, ratio)",
+        "from . import mae\n        h, mask, ids_restore = mae.random_masking(tokens, ratio)")]),
     "video MAE with F.l1_loss on the masked tokens selected": ("ssl.video_mae", "video.py", [(
         """        per_token = (pred - target).abs().mean(dim=-1)                    # (B, N)
         return (per_token * mask).sum() / mask.sum(), pred, mask""",
