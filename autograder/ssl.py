@@ -85,8 +85,8 @@ def masking_run(student, g, B, N, D, ratio, calls=1, grad_out=None):
 def masking_keeps_round_n_per_image(student, g):
     """K = round(N (1 - r)) tokens kept per image (N = 10, r = 0.62: round 4, not floor 3;
     N = 10, r = 0.68: round 3, not N - floor(N r) = 4; N = 16, r = 0.5; r = 0, every token
-    kept, as the classifier asks; one image); mask 0 = kept, 1 = removed, N - K ones per row; the kept
-    tokens are x's rows where the mask is 0."""
+    kept, as the classifier asks; one image); mask 0 = kept, 1 = removed, N - K ones per row;
+    the kept tokens are x's rows where the mask is 0."""
     for B, N, D, ratio in ((5, 10, 6, 0.62), (3, 10, 4, 0.68), (4, 16, 5, 0.5), (2, 6, 3, 0.0),
                            (1, 7, 3, 0.3)):
         x, kept, mask, ids = masking_run(student, g, B, N, D, ratio)
@@ -176,7 +176,8 @@ def ids_restore_inverts_the_shuffle(student, g):
            f"positions learn through the kept tokens", "x_kept detached from x")
     ids_l = ids.long()
     want = torch.where((ids_l < K)[..., None],
-                       torch.gather(grad_out, 1, ids_l.clamp(max=K - 1)[..., None].expand(-1, -1, D)),
+                       torch.gather(grad_out, 1,
+                                    ids_l.clamp(max=K - 1)[..., None].expand(-1, -1, D)),
                        torch.zeros(()))
     expect_close(x_grad, want, f"{what}: the gradient wrt x of <x_kept, g> (g on the kept "
                  f"tokens, zero on the removed ones)")
@@ -238,7 +239,8 @@ def encoder_matches_reference(student, g):
         grad_out = torch.randn(B, 1 + K, c["dim"], generator=g)
         got = student.run(probes.encoder, config=c, state=state, x=x, noises=[noise],
                           mask_ratio=ratio, grad_out=grad_out)
-        what = f"MAEEncoder latent for {B} image(s), N = {N} patches, mask_ratio {ratio}, K = {K} kept"
+        what = (f"MAEEncoder latent for {B} image(s), N = {N} patches, mask_ratio {ratio}, "
+                f"K = {K} kept")
         latent = expect_tensor_shape(got["latent"], (B, None, c["dim"]), what)
         expect_ratio_used(latent.shape[1] - 1, N, ratio, c["mask_ratio"], what)
         expect(tuple(latent.shape) != (B, 1 + N, c["dim"]),
