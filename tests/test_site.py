@@ -13,7 +13,7 @@ from vislab import site
 ROOT = site.ROOT
 # The labs whose pages give their maths in TeX: each one's concept page must show formulas (the
 # labs still being written join by the other rule: any lab page whose Markdown has TeX in it).
-MATHS_LABS = ("vit", "swin_cnn", "unet", "vae", "slots", "seq2seq", "ssl")
+MATHS_LABS = ("vit", "swin_cnn", "unet", "vae", "slots", "seq2seq", "ssl", "diffusion")
 
 
 def _has_tex(markdown: str) -> bool:
