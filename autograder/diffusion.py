@@ -192,6 +192,10 @@ def loss_targets_eps(student, g):
            and abs(eps.std().item() - 1) < 5 / math.sqrt(2 * eps.numel()),
            f"the noise behind x_t has mean {eps.mean().item():.3g} and std {eps.std().item():.3g}; "
            f"draw eps = torch.randn_like(x0) (standard normal)", "noise not N(0, I)")
+    flat = eps.flatten(1)                                              # (B, 16)
+    expect(bool(((flat[1:] - flat[:1]).abs().amax(1) > 1e-3).all()),
+           "two images got the same noise: draw eps for every image, torch.randn_like(x0) "
+           "(not one noise broadcast over the batch)", "one noise for the whole batch")
     ad, bd = a.double().requires_grad_(), b.double().requires_grad_()
     pred = ad * x_t + bd * t.double().view(-1, 1, 1, 1) / 1000
     want = ((pred - eps) ** 2).mean()
@@ -214,8 +218,12 @@ def loss_draws_t_uniformly(student, g):
     T = 10
     sched = ref_schedule(T, "linear", 1e-3, 0.2)
     x0 = torch.rand(3000, 1, 1, 2, generator=g) * 2 - 1
+    cond = torch.randn(3000, 2, generator=g)
     calls = student.run(probes.loss, schedule=sched, x0=x0, a=torch.tensor(0.5),
-                        b=torch.tensor(0.1), calls=2, seed=_seed(g))
+                        b=torch.tensor(0.1), calls=2, seed=_seed(g), cond=cond)
+    expect(calls[0].get("cond") is not None and torch.equal(calls[0]["cond"], cond),
+           "diffusion_loss(model, schedule, x0, cond) did not give the model the condition: "
+           "call model(x_t, t, cond)", "the condition not passed to the model")
     t = expect_shape(calls[0]["t"], (3000,), "the t diffusion_loss gave the model").long()
     expect(len(t.unique()) > 1, "every image got the same t: draw one t per image, "
            "torch.randint(0, T, (B,))", "one t for the whole batch")
@@ -235,6 +243,14 @@ def loss_draws_t_uniformly(student, g):
                     f"(expected about {n * p:.0f} each)", "t not uniform")
     expect(not torch.equal(calls[0]["t"], calls[1]["t"]),
            "two calls of diffusion_loss drew the same t: draw fresh steps on every call")
+    eps = []
+    for c in calls:
+        tt = c["t"].long()
+        abar = sched["alphas_cumprod"][tt].view(-1, 1, 1, 1)
+        eps.append((c["x_t"].double() - abar.sqrt() * x0.double()) / (1 - abar).sqrt())
+    expect(not torch.allclose(eps[0], eps[1], atol=1e-3),
+           "two calls of diffusion_loss drew the same noise: draw fresh noise on every call "
+           "(torch.randn_like(x0), no fixed seed or generator)", "the same noise on every call")
 
 
 # The training check's recipe and pass mark: the grader's epsilon MSE (its own t and noise, on
@@ -326,6 +342,10 @@ def p_sample_step(student, g):
         got = student.run(probes.p_sample, schedule=sched, eps=eps, x_t=x_t, t=t, noise=noise,
                           clip=False)
         want = ref_step(sched, eps, x_t, t, noise)
+        expect(type(got) is not torch.Tensor or got.dtype == x_t.dtype,
+               f"p_sample on {x_t.dtype} input returned {got.dtype}: keep x_t's dtype (the "
+               f"schedule is float64; use .item() or gather(..., like=x_t))",
+               "p_sample changed the dtype")
         expect_close(got, want, f"p_sample at t = {t}", diagnoses={
             "the noise scaled by sqrt(beta_t) (the handout's variance is the posterior's, "
             "fixed-small)": ref_step(sched, eps, x_t, t, noise, variance="beta"),
@@ -368,7 +388,13 @@ def p_sample_last_step_and_clip(student, g):
 
 # ------------------------------------------------------------------------ diffusion.sample
 
-def run_sample(student, g, T, shape, cond, clip):
+def _same_rows(v: torch.Tensor) -> bool:
+    """Whether two images of a batch (B, ...) hold the same values (one draw broadcast)."""
+    flat = v.flatten(1)
+    return len(flat) > 1 and bool(((flat[1:] - flat[:1]).abs().amax(1) < 1e-6).any())
+
+
+def run_sample(student, g, T, shape, cond, clip, callback=False):
     sched = ref_schedule(T, "linear", 0.05, 0.3)
     a, b = torch.tensor(0.4), torch.tensor(0.7)
     got = student.run(probes.sample, schedule=sched, shape=list(shape), a=a, b=b, cond=cond,
@@ -397,6 +423,8 @@ def run_sample(student, g, T, shape, cond, clip):
     expect(abs(x_T.mean().item()) < 5 / math.sqrt(n) and abs(x_T.std().item() - 1) < 5 / math.sqrt(2 * n),
            f"x_T has mean {x_T.mean().item():.3g} and std {x_T.std().item():.3g}: start from "
            f"x_T ~ N(0, I), torch.randn(shape)", "x_T not N(0, I)")
+    expect(not _same_rows(x_T), "two images start from the same x_T: draw x_T ~ N(0, I) of the "
+           "whole shape, torch.randn(shape)", "x_T shared across the batch")
     x = x_T
     for i, (c, s) in enumerate(zip(calls, steps)):
         t = model_t[i]
@@ -420,6 +448,8 @@ def run_sample(student, g, T, shape, cond, clip):
             expect(not torch.equal(s["noise"], steps[i - 1]["noise"]),
                    "the same noise was used at two steps: draw fresh noise every step",
                    "noise reused across steps")
+        expect(t == 0 or not _same_rows(s["noise"]), f"at t = {t} two images got the same noise: draw it "
+               f"for the whole batch, torch.randn_like(x)", "noise shared across the batch")
         x = ref_step(sched, eps, x, t, noise, clip=clip)
     noises = torch.stack([s["noise"].double() for s in steps[:-1]]) if len(steps) > 1 else None
     if noises is not None:
@@ -430,13 +460,25 @@ def run_sample(student, g, T, shape, cond, clip):
                f"{noises.std().item():.3g}: torch.randn_like(x)")
     expect_close(got["out"], x, "sample() result (the chain recomputed from x_T and its noise)",
                  atol=1e-5, rtol=1e-4)
+    if not callback:
+        return
+    seen = got["callback"]
+    expect([c["t"] for c in seen] == model_t,
+           f"callback(t, x) was called at t = {[c['t'] for c in seen][:8]}; call it once after "
+           f"each step, with t = {model_t[:8]}{'...' if len(model_t) > 8 else ''}",
+           "callback not called after each step")
+    for c, s in zip(seen, steps):
+        expect(c["x"] is not None and torch.allclose(c["x"].double(), s["out"].double(), atol=1e-6),
+               f"callback(t = {c['t']}, x) did not get x after the step (p_sample's output)",
+               "callback not given x after the step")
 
 
 @lab.check("diffusion.sample", points=1)
 def sample_visits_every_step(student, g):
     """T = 8, images (16, 1, 6, 5): the model is called at t = 7, 6, ..., 0 with the current x,
-    its output goes to p_sample with fresh N(0, I) noise, the result is the last step's."""
-    run_sample(student, g, 8, (16, 1, 6, 5), None, True)
+    its output goes to p_sample with fresh N(0, I) noise (for every image), the result is the
+    last step's, and callback(t, x) sees x after each step."""
+    run_sample(student, g, 8, (16, 1, 6, 5), None, True, callback=True)
 
 
 @lab.check("diffusion.sample", points=1)
@@ -448,10 +490,10 @@ def sample_passes_condition_and_clip(student, g):
 
 # ---------------------------------------------------------------- diffusion.time_embedding
 
-def ref_embedding(t, dim, order="sin_cos", shift=0):
+def ref_embedding(t, dim, order="sin_cos", shift=0, max_period=10000.0):
     half = dim // 2
     i = torch.arange(half, dtype=torch.float64)
-    f = torch.exp(-math.log(10000.0) * i / (half - shift))
+    f = torch.exp(-math.log(max_period) * i / (half - shift))
     ang = t.double()[:, None] * f[None]
     parts = [ang.sin(), ang.cos()] if order == "sin_cos" else [ang.cos(), ang.sin()]
     emb = torch.cat(parts, -1)
@@ -489,6 +531,12 @@ def embedding_odd_dim_and_float_t(student, g):
     t1 = torch.tensor([37])
     got = student.run(probes.time_embedding, t=t1, dim=10)
     expect_close(got, ref_embedding(t1, 10), "timestep_embedding(one t, 10)", **EMB_TOL)
+    t2 = torch.tensor([0, 3, 17, 60])
+    got = student.run(probes.time_embedding, t=t2, dim=8, max_period=100.0)
+    expect_close(got, ref_embedding(t2, 8, max_period=100.0),
+                 "timestep_embedding(t, 8, max_period=100)", **EMB_TOL, diagnoses={
+                     "max_period ignored (10000 hard-coded; use the argument)":
+                         ref_embedding(t2, 8)})
 
 
 # ---------------------------------------------------------------------- diffusion.resblock
@@ -580,7 +628,8 @@ def resblock_new_width(student, g):
 @lab.check("diffusion.resblock", points=1)
 def resblock_dropout_place(student, g):
     """Train mode with dropout p = 1: everything after the dropout sees zeros, so the output
-    is conv2.bias + skip(x); with p = 0 in train mode it equals the eval-mode reference."""
+    is conv2.bias + skip(x); with p = 0 in train mode it equals the eval-mode reference; with
+    p = 0.5 and conv2 the identity, conv2's input is 0 or 2 SiLU(norm2(h)) element by element."""
     cin, cout, groups, tdim = 4, 8, 2, 6
     state = resblock_state(g, cin, cout, tdim)
     x = torch.randn(2, cin, 3, 5, generator=g)
@@ -600,6 +649,30 @@ def resblock_dropout_place(student, g):
         else:
             expect_close(got["out"], ref_resblock(S, x.double(), temb.double(), groups),
                          "ResBlock in train mode with dropout p = 0")
+    # p = 0.5 with conv2 the identity (a 3x3 kernel with only its centre, no bias): out - skip(x)
+    # is what conv2 received, dropout(SiLU(norm2(h))): each element 0 or 2 SiLU(norm2(h)).
+    eye = torch.zeros(cout, cout, 3, 3)
+    eye[range(cout), range(cout), 1, 1] = 1
+    state = dict(state, **{"conv2.weight": eye, "conv2.bias": torch.zeros(cout)})
+    got = student.run(probes.resblock, in_channels=cin, out_channels=cout, time_dim=tdim,
+                      dropout=0.5, groups=groups, state=state, x=x, temb=temb, grad_out=None,
+                      train=True, seed=_seed(g))
+    xx = x.double()
+    h = F.conv2d(F.silu(F.group_norm(xx, groups, S["norm1.weight"], S["norm1.bias"])),
+                 S["conv1.weight"], S["conv1.bias"], padding=1)
+    h = h + F.linear(F.silu(temb.double()), S["time_proj.weight"], S["time_proj.bias"])[:, :, None, None]
+    kept = 2 * F.silu(F.group_norm(h, groups, S["norm2.weight"], S["norm2.bias"]))
+    out = expect_shape(got["out"], kept.shape, "ResBlock in train mode with dropout p = 0.5")
+    z = out.double() - F.conv2d(xx, S["skip.weight"], S["skip.bias"])
+    err = torch.minimum(z.abs(), (z - kept).abs())
+    expect(err.max().item() < 1e-4, "ResBlock in train mode with dropout p = 0.5 and conv2 the "
+           f"identity: conv2 received values that are neither 0 nor SiLU(norm2(h)) / (1 - p) "
+           f"(off by up to {err.max().item():.3g}); dropout goes after the SiLU, right before "
+           f"conv2 (nn.Dropout: zeros, the rest scaled by 1 / (1 - p))",
+           "dropout not between the SiLU and conv2")
+    frac = (z.abs() < 1e-6).double().mean().item()
+    expect(0.25 < frac < 0.75, f"ResBlock in train mode with dropout p = 0.5 zeroed {frac:.0%} "
+           f"of conv2's input, expected about 50%: use the block's dropout (self.dropout)")
 
 
 # --------------------------------------------------------------- diffusion.cross_attention
@@ -761,6 +834,15 @@ def transformer_block(student, g):
                      atol=1e-4, rtol=1e-3)
     expect(got.get("cond_grad") is not None, "TransformerBlock: no gradient reached the condition")
     expect_close(got["cond_grad"], cd.grad, "TransformerBlock: gradient wrt cond", atol=1e-4, rtol=1e-3)
+    # No condition (the unconditional UNet): attn2 still runs, attending to norm2(x) itself.
+    state = transformer_state(g, dim, dim)
+    got = student.run(probes.transformer, dim=dim, cond_dim=None, heads=heads, state=state, x=x,
+                      conds=[None], grad_out=grad_out)
+    S = {k: v.double() for k, v in state.items()}
+    expect(len(got["outs"]) == 1, "the probe did not get an output")
+    expect_close(got["outs"][0], ref_transformer(S, xx, None, heads),
+                 "TransformerBlock(8, cond_dim=None)(x, None) (attn2 still runs, as self-attention "
+                 "on norm2(x))", atol=1e-4, rtol=1e-3)
 
 
 # ---------------------------------------------------------------------- diffusion.guidance
@@ -780,6 +862,8 @@ def guidance_formula(student, g):
         view = (-1, 1, 1, 1)
         ec = a.double() * x.double() + table.double()[y].view(view)
         eu = a.double() * x.double() + table.double()[null]
+        expect(torch.equal(got["y_after"], y), "guided_eps changed y in place: make the null "
+               "labels a new tensor (torch.full_like(y, null_label))", "y modified in place")
         labels = got["labels"]
         nulls = sum(int((l == null).sum()) for l in labels if type(l) is torch.Tensor)
         expect(nulls >= len(y) or w == 0,

@@ -81,20 +81,21 @@ def q_sample(lab, schedule, x0, t, noise):
 
 # ------------------------------------------------------------------------- diffusion.loss
 
-def loss(lab, schedule, x0, a, b, calls=1, seed=0):
+def loss(lab, schedule, x0, a, b, calls=1, seed=0, cond=None):
     """The student's diffusion_loss with the grader's linear model and the reference q_sample;
-    the loss, what the model saw (x_t, t) and the gradients of a and b, per call."""
+    the loss, what the model saw (x_t, t, cond) and the gradients of a and b, per call."""
     torch.manual_seed(seed)
     out = []
     T = len(schedule["betas"])
     for _ in range(calls):
         model = LinearModel(a, b, T)
         with replaced(lab.ddpm, q_sample=ref_q_sample):
-            value = returned(lab.ddpm.diffusion_loss(model, schedule, x0.clone()), "diffusion_loss")
+            value = returned(lab.ddpm.diffusion_loss(model, schedule, x0.clone(), cond), "diffusion_loss")
         if len(model.calls) != 1:
             raise ProbeFailed(f"diffusion_loss must call the model once, it called it "
                               f"{len(model.calls)} times")
-        row = {"loss": value.detach(), "x_t": model.calls[0]["x"], "t": model.calls[0]["t"]}
+        row = {"loss": value.detach(), "x_t": model.calls[0]["x"], "t": model.calls[0]["t"],
+               "cond": model.calls[0]["cond"]}
         if value.requires_grad and value.numel() == 1:
             value.backward()
             row["grads"] = gradients(model)
@@ -176,15 +177,25 @@ def sample(lab, schedule, shape, a, b, cond, clip, seed):
         steps[-1]["out"] = out.detach().clone()
         return out
 
+    seen = []
+
+    def callback(t, x):
+        seen.append({"t": t.item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t,
+                     "x": x.detach().clone() if isinstance(x, torch.Tensor) else None})
+
     with replaced(lab.ddpm, p_sample=recording_p_sample):
-        out = returned(lab.ddpm.sample(model, schedule, tuple(shape), cond, clip), "sample")
-    return {"out": out, "model_calls": model.calls, "steps": steps}
+        out = returned(lab.ddpm.sample(model, schedule, tuple(shape), cond, clip,
+                                       callback=callback), "sample")
+    return {"out": out, "model_calls": model.calls, "steps": steps,
+            "callback": [{"t": c["t"] if type(c["t"]) is int else None, "x": c["x"]} for c in seen]}
 
 
 # ---------------------------------------------------------------- diffusion.time_embedding
 
-def time_embedding(lab, t, dim):
-    return returned(lab.unet.timestep_embedding(t, dim), "timestep_embedding")
+def time_embedding(lab, t, dim, max_period=None):
+    if max_period is None:
+        return returned(lab.unet.timestep_embedding(t, dim), "timestep_embedding")
+    return returned(lab.unet.timestep_embedding(t, dim, max_period), "timestep_embedding")
 
 
 # ---------------------------------------------------------------------- diffusion.resblock
@@ -258,9 +269,10 @@ class LabelModel(nn.Module):
 
 def guided(lab, a, table, x, t, y, null_label, w):
     model = LabelModel(a, table)
-    out = returned(lab.ddpm.guided_eps(model, x.clone(), t.clone(), y.clone(), null_label, w),
+    y_in = y.clone()
+    out = returned(lab.ddpm.guided_eps(model, x.clone(), t.clone(), y_in, null_label, w),
                    "guided_eps")
-    return {"out": out, "labels": model.labels}
+    return {"out": out, "labels": model.labels, "y_after": y_in}
 
 
 def drop_labels(lab, y, p, null_label, seed):

@@ -121,6 +121,98 @@ MISTAKES = {
     "p taken as the keep probability": (
         "diffusion.guidance", "ddpm.py", DROP, "drop = torch.rand(y.shape, device=y.device) >= p",
         "not of keeping it"),
+    # red-team round (2026-12-02): each of these kept full marks before its check was added,
+    # or is a plausible variant of a caught one
+    "cosine offset s = 0.08": (
+        "diffusion.schedule", "ddpm.py", "f = lambda u: torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2",
+        "f = lambda u: torch.cos((u + 0.08) / 1.08 * math.pi / 2) ** 2", "'cosine')['betas']"),
+    "abar with cumsum": (
+        "diffusion.schedule", "ddpm.py", "abar = torch.cumprod(alphas, dim=0)  ",
+        "abar = 1 - torch.cumsum(betas, dim=0)  ", "['alphas_cumprod']"),
+    "posterior mean coefficients swapped": (
+        "diffusion.schedule", "ddpm.py",
+        '"posterior_mean_coef1": betas * abar_prev.sqrt() / (1 - abar),\n'
+        '        "posterior_mean_coef2": (1 - abar_prev) * alphas.sqrt() / (1 - abar),',
+        '"posterior_mean_coef2": betas * abar_prev.sqrt() / (1 - abar),\n'
+        '        "posterior_mean_coef1": (1 - abar_prev) * alphas.sqrt() / (1 - abar),',
+        "['posterior_mean_coef1']"),
+    "q_sample with the first image's t for all": (
+        "diffusion.q_sample", "ddpm.py", 'abar = gather(schedule["alphas_cumprod"], t, x0)',
+        'abar = gather(schedule["alphas_cumprod"], t[:1].expand(len(t)), x0)', "q_sample(schedule, x0, t, noise)"),
+    "one noise broadcast over the batch in the loss": (
+        "diffusion.loss", "ddpm.py", "noise = torch.randn_like(x0)  ",
+        "noise = torch.randn_like(x0[:1]).expand_as(x0)  ", "randn_like(x0)"),
+    "the loss drops the condition": (
+        "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
+        "return F.mse_loss(model(x_t, t), noise)", "did not give the model the condition"),
+    "the same noise on every call of the loss": (
+        "diffusion.loss", "ddpm.py", "noise = torch.randn_like(x0)  ",
+        "noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))  ", "same noise"),
+    "an L1 loss": (
+        "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
+        "return F.l1_loss(model(x_t, t, cond), noise)", "diffusion_loss"),
+    "the noise not scaled in p_sample": (
+        "diffusion.p_sample", "ddpm.py", 'return mean + math.sqrt(s["posterior_variance"]) * noise',
+        "return mean + noise", "p_sample at t = 999"),
+    "posterior coefficients swapped in p_sample": (
+        "diffusion.p_sample", "ddpm.py",
+        'mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t',
+        'mean = s["posterior_mean_coef2"] * x0_hat + s["posterior_mean_coef1"] * x_t', "p_sample at t"),
+    "p_sample returns float64 (schedule tensors of shape (1,))": (
+        "diffusion.p_sample", "ddpm.py",
+        'mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t',
+        'mean = schedule["posterior_mean_coef1"][t].view(1) * x0_hat '
+        '+ schedule["posterior_mean_coef2"][t].view(1) * x_t', "keep x_t's dtype"),
+    "the loop skips t = 0": (
+        "diffusion.sample", "ddpm.py", LOOP, "for t in reversed(range(1, T)):", "visit every t"),
+    "callback never called": (
+        "diffusion.sample", "ddpm.py", "        if callback is not None:\n            callback(t, x)",
+        "        pass", "callback(t, x) was called"),
+    "callback before the step": (
+        "diffusion.sample", "ddpm.py", "x = p_sample(schedule, eps, x, t, torch.randn_like(x), clip)\n"
+        "        if callback is not None:\n            callback(t, x)",
+        "callback(t, x) if callback is not None else None\n"
+        "        x = p_sample(schedule, eps, x, t, torch.randn_like(x), clip)", "after the step"),
+    "one noise broadcast over the batch in sample": (
+        "diffusion.sample", "ddpm.py", NOISE,
+        "x = p_sample(schedule, eps, x, t, torch.randn_like(x[:1]).expand_as(x), clip)\n        if callback",
+        "two images got the same noise"),
+    "frequencies over dim, not half": (
+        "diffusion.time_embedding", "unet.py", "device=t.device) / half)", "device=t.device) / dim)",
+        "timestep_embedding(t, 16)"),
+    "max_period ignored": (
+        "diffusion.time_embedding", "unet.py", "torch.exp(-math.log(max_period) *",
+        "torch.exp(-math.log(10000.0) *", "max_period ignored"),
+    "t rounded to an integer": (
+        "diffusion.time_embedding", "unet.py", "args = t.float()[:, None] * freqs[None]",
+        "args = t.long().float()[:, None] * freqs[None]", "fractional t"),
+    "dropout before the SiLU": (
+        "diffusion.resblock", "unet.py", CONV2, "h = self.conv2(F.silu(self.dropout(self.norm2(h))))",
+        "dropout goes after the silu"),
+    "F.dropout left on in eval mode": (
+        "diffusion.resblock", "unet.py", CONV2,
+        "h = self.conv2(F.dropout(F.silu(self.norm2(h)), self.dropout.p))", "ResBlock(8, 8)"),
+    "softmax over the queries": (
+        "diffusion.cross_attention", "unet.py", "out = att.softmax(dim=-1) @ v ", "out = att.softmax(dim=-2) @ v ",
+        "softmax over the queries"),
+    "heads merged without the transpose": (
+        "diffusion.cross_attention", "unet.py", "return self.to_out(out.transpose(1, 2).reshape(B, N, D))",
+        "return self.to_out(out.reshape(B, N, D))", "Attention(8, 6, heads=2)"),
+    "attn2 skipped without a condition": (
+        "diffusion.cross_attention", "unet.py", "        h = h + self.attn2(self.norm2(h), cond)\n",
+        "        if cond is not None:\n            h = h + self.attn2(self.norm2(h), cond)\n", "attn2 still runs"),
+    "attn2 on norm1": (
+        "diffusion.cross_attention", "unet.py", "h = h + self.attn2(self.norm2(h), cond)",
+        "h = h + self.attn2(self.norm1(h), cond)", "TransformerBlock(x, cond)"),
+    "the unconditional pass keeps the labels": (
+        "diffusion.guidance", "ddpm.py", "eps_u = model(x, t, torch.full_like(y, null_label))",
+        "eps_u = model(x, t, y)", "null label"),
+    "y filled with the null label in place": (
+        "diffusion.guidance", "ddpm.py", "eps_u = model(x, t, torch.full_like(y, null_label))",
+        "eps_u = model(x, t, y.fill_(null_label))", "changed y in place"),
+    "one drop decision for the whole batch": (
+        "diffusion.guidance", "ddpm.py", DROP, "drop = (torch.rand(1) < p).expand(y.shape)",
+        "expected about 30%"),
     "codes not standardised": (
         "diffusion.latent", "latent.py", "return (vae.encode(x) - mean) / std",
         "return vae.encode(x)", "not standardised"),
@@ -243,6 +335,38 @@ ALTERNATIVES = {
         (DROP, "drop = torch.bernoulli(torch.full(y.shape, float(p))).bool()"),
         ("return torch.where(drop, torch.full_like(y, null_label), y)",
          "return y.masked_fill(drop, null_label)")]),
+    # red-team round (2026-12-02)
+    "cosine betas from abar = f(u) / f(0)": ("diffusion.schedule", "ddpm.py", [
+        (CAP, "ab = f(u) / f(u[:1])\n        betas = (1 - ab[1:] / ab[:-1]).clamp(max=0.999)")]),
+    "abar in log space": ("diffusion.schedule", "ddpm.py", [
+        ("abar = torch.cumprod(alphas, dim=0)  ", "abar = torch.exp(torch.cumsum(torch.log(alphas), dim=0))  ")]),
+    "q_sample in float64, cast back": ("diffusion.q_sample", "ddpm.py", [
+        ('abar = gather(schedule["alphas_cumprod"], t, x0)',
+         'abar = schedule["alphas_cumprod"][t].view(-1, *[1] * (x0.ndim - 1))'),
+        ("return abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+         "return (abar.sqrt() * x0.double() + (1 - abar).sqrt() * noise.double()).to(x0.dtype)")]),
+    "p_sample with gather and a clamped log-variance": ("diffusion.p_sample", "ddpm.py", [
+        (LAST, """    if t == 0:
+        return mean
+    tt = torch.full((len(x_t),), t, dtype=torch.long)
+    logvar = torch.log(gather(schedule["posterior_variance"], tt, x_t).double().clamp(min=1e-20))
+    return mean + torch.exp(0.5 * logvar).to(x_t.dtype) * noise""")]),
+    "zero noise passed at t = 0, range(T - 1, -1, -1)": ("diffusion.sample", "ddpm.py", [
+        (LOOP, "for t in range(T - 1, -1, -1):"),
+        (NOISE, "x = p_sample(schedule, eps, x, t, torch.randn(x.shape) if t > 0 else torch.zeros_like(x), "
+                "clip)\n        if callback")]),
+    "F.dropout with self.training": ("diffusion.resblock", "unet.py", [
+        (CONV2, "h = self.conv2(F.dropout(F.silu(self.norm2(h)), self.dropout.p, self.training))")]),
+    "attention with baddbmm over B * heads": ("diffusion.cross_attention", "unet.py", [
+        (SCALE, "att = torch.baddbmm(torch.zeros(B * h, N, k.shape[2]), q.reshape(B * h, N, -1), "
+                "k.reshape(B * h, k.shape[2], -1).transpose(1, 2), beta=0, alpha=(D // h) ** -0.5"
+                ").view(B, h, N, -1)")]),
+    "tokens column-major both ways (attention does not see the order)": ("diffusion.cross_attention", "unet.py", [
+        ("h = x.flatten(2).transpose(1, 2)", "h = x.transpose(2, 3).flatten(2).transpose(1, 2)"),
+        ("return h.transpose(1, 2).reshape(B, C, H, W)",
+         "return h.transpose(1, 2).reshape(B, C, W, H).transpose(2, 3)")]),
+    "guidance as eps_u + (1 + w)(eps_c - eps_u)": ("diffusion.guidance", "ddpm.py", [
+        (GUIDE, "return eps_u + (1 + w) * (eps_c - eps_u)")]),
     "latent stats with torch.var_mean, SiLU written out": ("diffusion.latent", "latent.py", [
         ("return z.mean(0), z.std(0)", "var, m = torch.var_mean(z, dim=0)\n    return m, var.sqrt()"),
         ("return self.proj_out(F.silu(self.norm_out(h)))",
