@@ -888,6 +888,9 @@ def label_dropout(student, g):
         expect(torch.equal(got["y_after"], got["y_before"]),
                "drop_labels changed y in place: return a new tensor", "y modified in place")
         out = expect_shape(got["out"], y.shape, f"drop_labels(p = {p:g})")
+        expect(out.dtype == y.dtype, f"drop_labels(p = {p:g}) returned {out.dtype} labels from "
+               f"{y.dtype} ones: keep y's dtype (the model's nn.Embedding needs integer labels; "
+               f"torch.full_like(y, null_label))", "labels no longer integers")
         kept = out == y
         dropped = out == null
         expect(bool((kept | dropped).all()), f"drop_labels(p = {p:g}): labels other than y or "

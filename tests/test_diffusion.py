@@ -213,6 +213,18 @@ MISTAKES = {
     "one drop decision for the whole batch": (
         "diffusion.guidance", "ddpm.py", DROP, "drop = (torch.rand(1) < p).expand(y.shape)",
         "expected about 30%"),
+    "drop_labels returns float labels": (
+        "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
+        "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
+    "x0_hat clipped only for t > 0": (
+        "diffusion.p_sample", "ddpm.py", "    if clip:\n        x0_hat", "    if clip and t > 0:\n        x0_hat",
+        "p_sample(clip=True) at t = 0"),
+    "callback(x, t)": (
+        "diffusion.sample", "ddpm.py", "            callback(t, x)", "            callback(x, t)",
+        "callback(t, x) was called at t = [None"),
+    "the posterior variance is beta_t (abar_t for abar_{t-1})": (
+        "diffusion.schedule", "ddpm.py", '"posterior_variance": betas * (1 - abar_prev) / (1 - abar),\n        "posterior_mean_coef1"',
+        '"posterior_variance": betas * (1 - abar) / (1 - abar),\n        "posterior_mean_coef1"', "posterior_variance[0] is"),
     "codes not standardised": (
         "diffusion.latent", "latent.py", "return (vae.encode(x) - mean) / std",
         "return vae.encode(x)", "not standardised"),
@@ -367,6 +379,12 @@ ALTERNATIVES = {
          "return h.transpose(1, 2).reshape(B, C, W, H).transpose(2, 3)")]),
     "guidance as eps_u + (1 + w)(eps_c - eps_u)": ("diffusion.guidance", "ddpm.py", [
         (GUIDE, "return eps_u + (1 + w) * (eps_c - eps_u)")]),
+    "the posterior variance clamped at 1e-20 (as improved DDPM logs it)": ("diffusion.schedule", "ddpm.py", [
+        ('"posterior_variance": betas * (1 - abar_prev) / (1 - abar),\n        "posterior_mean_coef1"',
+         '"posterior_variance": (betas * (1 - abar_prev) / (1 - abar)).clamp(min=1e-20),\n'
+         '        "posterior_mean_coef1"')]),
+    "the scale applied to q before the product": ("diffusion.cross_attention", "unet.py", [
+        (SCALE, "att = (q * (D // h) ** -0.5) @ k.transpose(-2, -1)")]),
     "latent stats with torch.var_mean, SiLU written out": ("diffusion.latent", "latent.py", [
         ("return z.mean(0), z.std(0)", "var, m = torch.var_mean(z, dim=0)\n    return m, var.sqrt()"),
         ("return self.proj_out(F.silu(self.norm_out(h)))",
