@@ -213,6 +213,9 @@ MISTAKES = {
     "one drop decision for the whole batch": (
         "diffusion.guidance", "ddpm.py", DROP, "drop = (torch.rand(1) < p).expand(y.shape)",
         "expected about 30%"),
+    "the cosine schedule in float32 (the handout: float64)": (
+        "diffusion.schedule", "ddpm.py", "u = torch.arange(T + 1, dtype=torch.float64) / T",
+        "u = torch.arange(T + 1) / T", "compute the cosine schedule in float64"),
     "drop_labels returns float labels": (
         "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
         "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
