@@ -216,6 +216,9 @@ MISTAKES = {
     "the cosine schedule in float32 (the handout: float64)": (
         "diffusion.schedule", "ddpm.py", "u = torch.arange(T + 1, dtype=torch.float64) / T",
         "u = torch.arange(T + 1) / T", "compute the cosine schedule in float64"),
+    "the model called with cond= as a keyword (ClassConditionalUNet names it y)": (
+        "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
+        "return F.mse_loss(model(x_t, t, cond=cond), noise)", "positional-only"),
     "drop_labels returns float labels": (
         "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
         "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
