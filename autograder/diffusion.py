@@ -745,6 +745,8 @@ def attention_matches(student, g):
         expect(got.get("grads") is not None, f"{what}: the output carries no gradient")
         expect_gradients(got["grads"], {k: v.grad.float() for k, v in S.items()}, what,
                          atol=1e-4, rtol=1e-3)
+        expect(got.get("x_grad") is not None, f"{what}: no gradient reached x")
+        expect_close(got["x_grad"], xd.grad, f"{what}: gradient wrt x", atol=1e-4, rtol=1e-3)
         if cd is not None:
             expect(got.get("context_grad") is not None, f"{what}: no gradient reached the context")
             expect_close(got["context_grad"], cd.grad, f"{what}: gradient wrt the context",
