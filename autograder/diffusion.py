@@ -863,7 +863,8 @@ def transformer_block(student, g):
 @lab.check("diffusion.guidance", points=1)
 def guidance_formula(student, g):
     """guided_eps = (1 + w) eps(x, t, y) - w eps(x, t, null) for w in {0, 1.5, 4}, with the
-    grader's model eps = a x + E[y]; the unconditional pass gives every image the null label."""
+    grader's model eps = a x + E[y] + b t / 1000 (both passes at the images' t); the
+    unconditional pass gives every image the null label."""
     K, null = 5, 5
     table = torch.randn(K + 1, generator=g)
     a = torch.tensor(0.6)
@@ -871,10 +872,12 @@ def guidance_formula(student, g):
         x = torch.randn(4, 1, 3, 2, generator=g)
         t = torch.randint(0, 1000, (4,), generator=g)
         y = torch.randint(0, K, (4,), generator=g)
-        got = student.run(probes.guided, a=a, table=table, x=x, t=t, y=y, null_label=null, w=w)
+        got = student.run(probes.guided, a=a, table=table, x=x, t=t, y=y, null_label=null, w=w,
+                          b=0.8)
         view = (-1, 1, 1, 1)
-        ec = a.double() * x.double() + table.double()[y].view(view)
-        eu = a.double() * x.double() + table.double()[null]
+        tt = 0.8 * t.double().view(view) / 1000
+        ec = a.double() * x.double() + table.double()[y].view(view) + tt
+        eu = a.double() * x.double() + table.double()[null] + tt
         expect(torch.equal(got["y_after"], y), "guided_eps changed y in place: make the null "
                "labels a new tensor (torch.full_like(y, null_label))", "y modified in place")
         labels = got["labels"]

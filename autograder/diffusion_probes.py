@@ -255,21 +255,24 @@ def transformer(lab, dim, cond_dim, heads, state, x, conds, grad_out):
 # ---------------------------------------------------------------------- diffusion.guidance
 
 class LabelModel(nn.Module):
-    """eps_hat = a * x + E[y] (one value per label), recording the labels of every call."""
+    """eps_hat = a * x + E[y] (one value per label) + b * t / 1000, recording the labels of
+    every call."""
 
-    def __init__(self, a, table):
+    def __init__(self, a, table, b=0.0):
         super().__init__()
-        self.a, self.table, self.labels = a, table, []
+        self.a, self.table, self.b, self.labels = a, table, b, []
 
     def forward(self, x, t, y):
-        if type(y) is not torch.Tensor:
-            raise ProbeFailed("guided_eps must call the model with a tensor of labels")
+        if type(y) is not torch.Tensor or type(t) is not torch.Tensor:
+            raise ProbeFailed("guided_eps must call the model with tensors of steps and labels")
         self.labels.append(y.detach().clone())
-        return self.a * x + self.table[y].view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        view = (-1, *([1] * (x.ndim - 1)))
+        return (self.a * x + self.table[y].view(view).to(x.dtype)
+                + self.b * t.to(x.dtype).view(view) / 1000)
 
 
-def guided(lab, a, table, x, t, y, null_label, w):
-    model = LabelModel(a, table)
+def guided(lab, a, table, x, t, y, null_label, w, b=0.0):
+    model = LabelModel(a, table, b)
     y_in = y.clone()
     out = returned(lab.ddpm.guided_eps(model, x.clone(), t.clone(), y_in, null_label, w),
                    "guided_eps")

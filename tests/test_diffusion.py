@@ -219,6 +219,9 @@ MISTAKES = {
     "the model called with cond= as a keyword (ClassConditionalUNet names it y)": (
         "diffusion.loss", "ddpm.py", "return F.mse_loss(model(x_t, t, cond), noise)",
         "return F.mse_loss(model(x_t, t, cond=cond), noise)", "positional-only"),
+    "the unconditional pass at t = 0": (
+        "diffusion.guidance", "ddpm.py", "eps_u = model(x, t, torch.full_like(y, null_label))",
+        "eps_u = model(x, torch.zeros_like(t), torch.full_like(y, null_label))", "guided_eps(w = 1.5)"),
     "drop_labels returns float labels": (
         "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
         "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
