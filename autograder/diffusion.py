@@ -344,7 +344,8 @@ def ref_step(sched, eps, x_t, t, noise, clip=False, clip_after=False, noise_at_0
 @lab.check("diffusion.p_sample", points=1)
 def p_sample_step(student, g):
     """x_{t-1} at t = T-1, a middle t and t = 1 (images (3, 2, 5, 4), no clip), against the
-    closed form (diffusers' DDPMScheduler.step, variance "fixed_small")."""
+    closed form (diffusers' DDPMScheduler.step, variance "fixed_small"), x_t's dtype kept;
+    and on vectors (5, 9)."""
     sched = ref_schedule(1000)
     for t in (999, int(torch.randint(2, 998, (1,), generator=g)), 1):
         x_t = torch.randn(3, 2, 5, 4, generator=g)
@@ -364,6 +365,12 @@ def p_sample_step(student, g):
                 ref_step(sched, eps, x_t, t, noise * 0) + sched["posterior_variance"][t] * noise.double(),
             "t indexed off by one (step t uses schedule[t], not schedule[t - 1])":
                 ref_step(sched, eps, x_t, t - 1, noise)})
+    # latent vectors (B, D): p_sample must not assume images (the latent part samples codes)
+    x_t, eps, noise = (torch.randn(5, 9, generator=g) for _ in range(3))
+    got = student.run(probes.p_sample, schedule=sched, eps=eps, x_t=x_t, t=300, noise=noise,
+                      clip=False)
+    expect_close(got, ref_step(sched, eps, x_t, 300, noise), "p_sample on vectors (5, 9) at "
+                 "t = 300 (x_t may have any shape (B, ...))")
 
 
 @lab.check("diffusion.p_sample", points=1)

@@ -222,6 +222,11 @@ MISTAKES = {
     "the unconditional pass at t = 0": (
         "diffusion.guidance", "ddpm.py", "eps_u = model(x, t, torch.full_like(y, null_label))",
         "eps_u = model(x, torch.zeros_like(t), torch.full_like(y, null_label))", "guided_eps(w = 1.5)"),
+    "p_sample assumes images (coefficients viewed as (1, 1, 1, 1))": (
+        "diffusion.p_sample", "ddpm.py",
+        'mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t',
+        'c1, c2 = (schedule[k][t].float().view(1, 1, 1, 1) for k in ("posterior_mean_coef1", '
+        '"posterior_mean_coef2"))\n    mean = c1 * x0_hat + c2 * x_t', "p_sample on vectors (5, 9)"),
     "drop_labels returns float labels": (
         "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
         "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
