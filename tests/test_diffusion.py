@@ -227,6 +227,9 @@ MISTAKES = {
         'mean = s["posterior_mean_coef1"] * x0_hat + s["posterior_mean_coef2"] * x_t',
         'c1, c2 = (schedule[k][t].float().view(1, 1, 1, 1) for k in ("posterior_mean_coef1", '
         '"posterior_mean_coef2"))\n    mean = c1 * x0_hat + c2 * x_t', "p_sample on vectors (5, 9)"),
+    "drop_labels with the null label hard-coded as 10": (
+        "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
+        "return torch.where(drop, torch.full_like(y, 10), y)", "labels other than y or null_label"),
     "drop_labels returns float labels": (
         "diffusion.guidance", "ddpm.py", "return torch.where(drop, torch.full_like(y, null_label), y)",
         "return torch.where(drop, null_label * torch.ones(len(y)), y)", "keep y's dtype"),
