@@ -938,8 +938,8 @@ def label_dropout(student, g):
 
 # ------------------------------------------------------------------------ diffusion.latent
 
-from . import _diffusion_latent, _diffusion_slots  # noqa: E402  (checks in files of their own)
+from . import diffusion_latent, diffusion_slots  # noqa: E402  (checks in files of their own)
 
-_diffusion_latent.register(lab)
-_diffusion_slots.register(lab)
-latent_mse = _diffusion_latent.latent_mse  # the calibration's scorer (benchmarks/calibrate.py)
+diffusion_latent.register(lab)
+diffusion_slots.register(lab)
+latent_mse = diffusion_latent.latent_mse  # the calibration's scorer (benchmarks/calibrate.py)

@@ -1,7 +1,7 @@
 """Probes for the diffusion lab's latent task (diffusion.latent): the student's latent_stats,
 to_latent, from_latent and LatentDenoiser run with a stand-in autoencoder and weights the
 grader sent; raw material only comes back (outputs, what the autoencoder saw, gradients,
-trained weights). The checks are in autograder/_diffusion_latent.py. Nothing here is secret.
+trained weights). The checks are in autograder/diffusion_latent.py. Nothing here is secret.
 """
 import math
 

@@ -1,7 +1,7 @@
 """Probes for the diffusion lab's slot decoder task (diffusion.slot_decoder): the student's
 slot_diffusion_loss with a stand-in slot model and a recording reference diffusion_loss, and
 slot_masks on the grader's attention. Raw material only comes back; the checks are in
-autograder/_diffusion_slots.py. Nothing here is secret.
+autograder/diffusion_slots.py. Nothing here is secret.
 """
 import torch
 import torch.nn as nn

@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     args = parser.parse_args()
     load_lab("diffusion")
-    checks = sys.modules["_vislab_autograder._diffusion_latent"]
+    checks = sys.modules["_vislab_autograder.diffusion_latent"]
     student = Student(SOLUTIONS_DIR / "diffusion")
     scores = []
     for seed in range(args.seeds):

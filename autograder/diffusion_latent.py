@@ -161,7 +161,7 @@ def register(lab):
 
 
 # The training recipe of latent_denoiser_trains and its pass mark, over 20 seeds
-# (benchmarks/calibrate.py diffusion_latent; numbers in docs/labs/diffusion.md).
+# (benchmarks/calibrate_diffusion_latent.py; numbers in docs/labs/diffusion.md).
 LATENT = dict(dim=8, hidden=32, blocks=2, num_classes=10, steps=150, batch_size=64, lr=3e-3,
               p_uncond=0.1)
 LATENT_THRESHOLD = 0.5
