@@ -261,19 +261,6 @@ MISTAKES = {
     "the label unused": (
         "diffusion.latent", "latent.py", "h = self.proj_in(z) + self.label_embed(y)",
         "h = self.proj_in(z)", "label not used"),
-    "x0 not scaled to [-1, 1]": (
-        "diffusion.slot_decoder", "slot_decoder.py",
-        "return diffusion_loss(model.unet, schedule, 2 * images - 1, slots)",
-        "return diffusion_loss(model.unet, schedule, images, slots)", "not scaled to [-1, 1]"),
-    "the slots detached": (
-        "diffusion.slot_decoder", "slot_decoder.py",
-        "return diffusion_loss(model.unet, schedule, 2 * images - 1, slots)",
-        "return diffusion_loss(model.unet, schedule, 2 * images - 1, slots.detach())",
-        "no gradient reached the slot encoder"),
-    "masks read column-major": (
-        "diffusion.slot_decoder", "slot_decoder.py",
-        "maps = attention.reshape(B, K, height, width)                     # (B, K, h, w)",
-        "maps = attention.reshape(B, K, width, height).transpose(-2, -1)", "column-major"),
 }
 
 
@@ -406,14 +393,6 @@ ALTERNATIVES = {
         ("return z.mean(0), z.std(0)", "var, m = torch.var_mean(z, dim=0)\n    return m, var.sqrt()"),
         ("return self.proj_out(F.silu(self.norm_out(h)))",
          "h = self.norm_out(h)\n        return self.proj_out(h * torch.sigmoid(h))")]),
-    "masks with unflatten and repeat_interleave": ("diffusion.slot_decoder", "slot_decoder.py", [
-        ("""    maps = attention.reshape(B, K, height, width)                     # (B, K, h, w)
-    maps = F.interpolate(maps, size=tuple(size), mode="nearest")      # (B, K, H, W)
-    return maps.argmax(dim=1)                                         # (B, H, W)""",
-         """    ids = attention.argmax(dim=1).unflatten(1, (height, width))      # (B, h, w)
-    rows = (torch.arange(size[0]) * height // size[0])
-    cols = (torch.arange(size[1]) * width // size[1])
-    return ids[:, rows][:, :, cols]""")]),
 }
 
 
@@ -494,7 +473,6 @@ def test_the_solution_samples_with_a_respaced_schedule():
     (["--p-uncond", "1.5"], "--p-uncond must be"),
     (["--sample-steps", "20", "--T", "10"], "more than --T"),
     (["--part", "latent", "--vae", "/nonexistent/checkpoint.pt"], "no such file"),
-    (["--part", "slots", "--slot-lr", "0"], "--slot-lr must be above 0"),
 ])
 def test_bad_options_get_one_line(argv, words, capsys):
     from vislab.cli import main

@@ -81,12 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "trained on first use)")
     parser.add_argument("--latent-epochs", type=positive_int, default=40,
                         help="epochs of the latent denoiser")
-    parser.add_argument("--slot-epochs", type=positive_int, default=10,
-                        help="epochs of the slot-conditioned decoder (--part slots)")
+    parser.add_argument("--slot-epochs", type=positive_int,
+                        help="epochs of the slot-conditioned decoder (--part slots; default 10, "
+                             "100 with --full)")
     parser.add_argument("--slot-data", choices=["tetrominoes", "multi-dsprites"],
-                        default="tetrominoes", help="the generated scenes of --part slots")
+                        default="tetrominoes", help="the generated scenes of --part slots "
+                                                    "(--full: CLEVR-with-masks)")
     parser.add_argument("--slot-lr", type=float, default=1e-3,
                         help="learning rate of the slot decoder (the Slot Attention lab's)")
+    parser.add_argument("--scene-autoencoder", type=Path, metavar="CHECKPOINT",
+                        help="--part slots: a scene autoencoder's checkpoint.pt (default: the "
+                             "kit's, trained on first use into runs/diffusion/scene-ae-*)")
+    parser.add_argument("--slot-fid-samples", type=positive_int, default=200,
+                        help="--part slots: composed (and redrawn) scenes per FID")
 
 
 SLOT_TASKS = ("diffusion.schedule", "diffusion.q_sample", "diffusion.loss", "diffusion.p_sample",
@@ -228,6 +235,9 @@ def main(args: argparse.Namespace) -> int:
     if args.sample_steps > args.T:
         raise UsageError(f"--sample-steps {args.sample_steps} is more than --T {args.T}: "
                          f"the sampler keeps at most the T trained steps")
+    if args.scene_autoencoder is not None and not args.scene_autoencoder.is_file():
+        raise UsageError(f"--scene-autoencoder {args.scene_autoencoder}: no such file (a "
+                         f"runs/diffusion/scene-ae-*/checkpoint.pt)")
     if args.vae is not None and not args.vae.is_file():
         raise UsageError(f"--vae {args.vae}: no such file (a VAE lab run's vae/checkpoint.pt)")
     dist = setup(args.device, args.seed)

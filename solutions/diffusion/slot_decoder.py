@@ -1,18 +1,26 @@
-"""A slot-conditioned diffusion decoder (as in LSD and SlotDiffusion, 2023).
+"""A slot-conditioned latent diffusion decoder (as in LSD and SlotDiffusion, 2023).
 
-    image (B, C, H, W) in [0, 1] --the Slot Attention lab's encoder--> slots (B, K, D),
+    image (B, 3, H, W) in [0, 1] --the Slot Attention lab's encoder--> slots (B, K, D),
                                                                          attention (B, K, N)
-    x0 = 2 image - 1 --DDPM--> x_t;   UNet(x_t, t, cond = slots) predicts the noise,
-                                       cross-attending to the K slots
+    image --the frozen scene autoencoder (scene_autoencoder.py)--> z0 = scale * encode(image)
+                                                                         (B, c, h, w)
+    z0 --DDPM--> z_t;   UNet(z_t, t, cond = slots) predicts the noise, cross-attending to the
+                        K slots
 
-Trained end to end: the gradient of the diffusion loss reaches the slot encoder through the
-UNet's cross-attention, so the slots must carry what the denoiser needs to rebuild the image.
+Trained end to end (slots + UNet): the gradient of the diffusion loss reaches the slot encoder
+through the UNet's cross-attention, so the slots must carry what the denoiser needs to rebuild
+the image's latents. The autoencoder is pretrained and frozen (no gradient into it), and its
+latents get one scale factor (latent_scale) so that z0 has about unit variance, as DDPM's
+forward process ends at N(0, I). Samples: DDPM from z_T ~ N(0, I) with the slots as the
+condition, then decode(z0 / scale).
+
 The attention of slot attention's last iteration assigns every feature-map position to the
 slots; its argmax over slots is a segmentation, scored with ARI / foreground ARI as in the
 Slot Attention lab.
 
 The encoder is the Slot Attention lab's (given: slots_model.py). Parameter names:
-encoder.*, slot_attention.* (as there), unet.* (unet.py's UNet with cond_dim = slot_dim).
+encoder.*, slot_attention.* (as there), unet.* (unet.py's UNet with cond_dim = slot_dim and
+in_channels / image_size those of the latents).
 """
 from __future__ import annotations
 
@@ -46,20 +54,28 @@ class SlotDiffusion(nn.Module):
 
 # ---------------------------------------------------------------------- diffusion.slot_decoder
 
-def slot_diffusion_loss(model, schedule: dict, images: torch.Tensor) -> torch.Tensor:
-    """The end-to-end loss of a batch of images in [0, 1]: the slots of the (clean) images
-    condition the UNet, and the UNet is trained with the DDPM loss on x0 = 2 * images - 1:
+def slot_diffusion_loss(model, schedule: dict, images: torch.Tensor, autoencoder,
+                        scale: float) -> torch.Tensor:
+    """The end-to-end loss of a batch of images (B, 3, H, W) in [0, 1]: the slots of the clean
+    images condition the UNet, which learns the DDPM loss on the autoencoder's scaled latents:
 
-        slots, _ = model.encode(images)
-        loss = diffusion_loss(model.unet, schedule, 2 * images - 1, slots)
+        slots, _ = model.encode(images)                       (B, K, D), in the graph
+        z0 = scale * autoencoder.encode(images)               (B, c, h, w), no gradient
+        loss = diffusion_loss(model.unet, schedule, z0, slots)
 
-    Keep the slots in the graph (no .detach(), no torch.no_grad()): the encoder learns through
-    this loss. Call diffusion_loss (the grader replaces it). Returns a scalar."""
+    Three musts: the slots stay in the graph (no .detach(), no torch.no_grad()): the encoder
+    learns through this loss; the autoencoder is frozen: no gradient may flow into it (encode
+    under torch.no_grad(), or detach z0); the latents are multiplied by `scale`. The
+    autoencoder takes the images in [0, 1], as the slot encoder does. Call diffusion_loss (the
+    grader replaces it). Returns a scalar."""
     ### BEGIN SOLUTION
-    # TODO(diffusion.slot_decoder): encode the images, then diffusion_loss on the UNet with the
-    #   images scaled to [-1, 1] and the slots as the condition.
+    # TODO(diffusion.slot_decoder): encode the images into slots (keep the graph), encode them
+    #   with the autoencoder without gradient, scale the latents, then diffusion_loss on the UNet
+    #   with the slots as the condition.
     slots, _ = model.encode(images)                                   # (B, K, D)
-    return diffusion_loss(model.unet, schedule, 2 * images - 1, slots)
+    with torch.no_grad():
+        z0 = scale * autoencoder.encode(images)                       # (B, c, h, w)
+    return diffusion_loss(model.unet, schedule, z0, slots)
     ### END SOLUTION
 
 
