@@ -250,7 +250,7 @@ def train_slots(args, dist, out: Path) -> dict:
     with torch.no_grad():
         ae_recon = autoencoder.decode(autoencoder.encode(images.to(dist.device))).clamp(0, 1).cpu()
     rows = torch.stack([images, ae_recon, seg, redrawn], 1) * 2 - 1    # (6, 4, 3, H, W)
-    paths.append(strip(rows, ["scene", "autoencoder", "attention argmax", "redrawn from its slots"],
+    paths.append(strip(rows, ["scene", "autoencoder", "attention", "from slots"],
                        out / "masks.png", "validation scenes"))
     # compositional generation
     library = slot_library(model, x_lib)                                # (N K, D)
@@ -264,7 +264,8 @@ def train_slots(args, dist, out: Path) -> dict:
     redrawn_all = decode_slots(model, autoencoder, scale, schedule, own, latent_shape)
     paths.append(grid(composed[:40] * 2 - 1, out / "composed.png",
                       f"new scenes: one slot from each of {slot_config.num_slots} K-means clusters"))
-    extractor = feature_extractor(x_lib, "training scenes", cache=out / "fid_features.pt",
+    extractor = feature_extractor(x_lib, f"{'clevr-masks' if args.full else args.slot_data} training",
+                                  cache=out / "fid_features.pt",
                                   seed=args.seed)
     scores = {"composed": fid(real, composed, extractor), "redrawn": fid(real, redrawn_all, extractor)}
     with torch.no_grad():
