@@ -4,18 +4,18 @@ downloaded).
 
     python benchmarks/train_speed_diffusion.py [--repeats 3] [--batches 10] [--sample-images 8]
 
-The lab's default CPU model (`vislab train diffusion`): levels of 16, 32, 32 channels at 28,
-14, 7 px, one ResBlock per down level (two per up level), a cross-attention TransformerBlock at
-7 x 7 and in the middle, 4 heads, a condition of one 32-wide token (the class embedding), time
-embedding 64 wide. diffusers' peer: DownBlock2D, DownBlock2D, CrossAttnDownBlock2D (and the
+The lab's default CPU model (`vislab train diffusion`, train.config_for): levels of 16, 32, 32
+channels at 28, 14, 7 px, one ResBlock per down level (two per up level), a cross-attention
+TransformerBlock at 7 x 7 and in the middle, 4 heads, a condition of one 32-wide token (the
+class embedding), time embedding 64 wide, no dropout (both models get the config's dropout). diffusers' peer: DownBlock2D, DownBlock2D, CrossAttnDownBlock2D (and the
 mirrored up blocks), UNetMidBlock2DCrossAttn, layers_per_block 1, GroupNorm(8),
 cross_attention_dim 32. Its transformer has a GEGLU feed-forward and proj_in / proj_out
 layers that ours lacks, so it does somewhat more work per step; the parameter counts are printed.
 
 Training: --batches optimiser steps (AdamW, batch 64, the epsilon loss with the lab's
 diffusion_loss), median of --repeats runs after a warm-up, the two models taking turns.
-Sampling: images per second of the lab's `sample` (T = 1000 steps, and 100 respaced steps),
---sample-images images at once, our UNet in eval mode.
+Sampling: images per second of the lab's `sample` (T = 1000 steps, and 100 and 50 respaced
+steps, 50 being the default run's), --sample-images images at once, our UNet in eval mode.
 """
 import argparse
 import time
@@ -50,7 +50,7 @@ def main() -> None:
     torch.manual_seed(0)
     lab = import_lab(SOLUTIONS_DIR / "diffusion")
     ddpm, unet = lab.ddpm, lab.unet
-    config = unet.UNetConfig(cond_dim=32)          # train.py's default CPU model
+    config = lab.train.config_for(False, 1)        # train.py's default CPU model
     ours = unet.UNet(config)
     theirs = diffusers_peer(config)
     schedule = ddpm.make_schedule(1000)
@@ -82,7 +82,7 @@ def main() -> None:
 
     ours.eval()
     c = torch.randn(args.sample_images, 1, 32)
-    for steps in (1000, 100):
+    for steps in (1000, 100, 50):
         sched, model = schedule, ours
         if steps < 1000:
             sched, kept = ddpm.respace(schedule, steps)

@@ -5,7 +5,8 @@
    Trained once and kept in runs/diffusion/vae-mnist5k-d16-seed<seed>/checkpoint.pt, which later
    runs read (never overwrite); or --vae names a VAE lab run's vae/checkpoint.pt.
 2. The codes: to_latent (standardised posterior means) of the 4,000 training images.
-3. DDPM on the codes with a LatentDenoiser (your diffusion_loss, label dropout for guidance).
+3. DDPM on the codes with a LatentDenoiser (your diffusion_loss, label dropout for guidance),
+   --latent-epochs (20) of batch 64.
 4. Samples with every one of the T = 1000 steps, decoded by from_latent; FID against the test
    images, beside the VAE's own sampler (decode z ~ N(0, I)).
 """

@@ -1,6 +1,6 @@
 """Train the lab's models: `vislab train diffusion [options]` (see --help).
 
-    vislab train diffusion                       # DDPM on MNIST-5k, class-conditional, CPU minutes
+    vislab train diffusion                       # DDPM on MNIST-5k, then latent: ~4 CPU minutes
     vislab train diffusion --guidance 0 1 3      # the guidance weights of the sample grids
     vislab train diffusion --sample-steps 1000   # sample with all T steps (slow on a CPU)
     vislab train diffusion --kind cosine         # the cosine schedule
@@ -13,10 +13,10 @@ One model serves the unconditional and the conditional samples: a UNet condition
 class label through cross-attention, trained with label dropout (--p-uncond), so that the null
 label gives unconditional samples and classifier-free guidance combines the two.
 
-The run folder gets metrics.jsonl, checkpoint.pt, curves.png, samples_epoch<N>.png (every
---samples-every epochs), forward.png (x_t for a few t), chain.png (the sampling chain of one
-digit), samples_unconditional.png, samples_w<w>.png (one row per class) and results.json
-(test loss, FID with the feature network named, sampling speed).
+The run folder gets metrics.jsonl, checkpoint.pt, curves.png, samples_epoch<N>.png (one per
+class, every --samples-every epochs), forward.png (x_t for a few t), chain.png (the sampling
+chain of one digit), samples_unconditional.png, samples_w<w>.png (one row per class) and
+results.json (test loss, FID with the feature network named, sampling speed).
 
 Latent diffusion (--part latent, in the default run after the DDPM): the VAE lab's VAE (given:
 vae_model.py) encodes MNIST-5k to 16-D codes; a LatentDenoiser learns DDPM on the standardised
@@ -27,8 +27,14 @@ overwritten), or read from --vae. Its subfolder latent/ gets latent_samples_w<w>
 vae_prior_samples.png (decoding z ~ N(0, I), the VAE's own sampler, for comparison) and
 results.json with the FIDs of both.
 
-Sampling: T = 1000 steps are trained; by default the samples use 100 of them (respace in
+Sampling: T = 1000 steps are trained; by default the samples use 50 of them (respace in
 ddpm.py, Nichol & Dhariwal's respacing of the same trained model); --sample-steps 1000 uses all.
+
+The defaults fit the default run into about 4 minutes of one CPU thread (docs/labs/diffusion.md,
+"The default run"): 3 epochs of batch 16 without dropout (750 steps, about 40% of the time),
+the sampling (50 steps; one model call per step at w = 0 and for the null label, two with
+guidance) and the FIDs' feature networks most of the rest, the VAE (first use) and 20 epochs of
+the latent denoiser under a minute together.
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--T", type=positive_int, default=1000, help="diffusion steps")
     parser.add_argument("--kind", choices=["linear", "cosine"], default="linear",
                         help="the variance schedule")
-    parser.add_argument("--sample-steps", type=positive_int, default=100,
+    parser.add_argument("--sample-steps", type=positive_int, default=50,
                         help="steps of the sampler (respaced from T; T = every step)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 2.0],
                         help="guidance weights w of the class-conditional grids")
@@ -79,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", type=Path, metavar="CHECKPOINT",
                         help="latent part: a VAE lab run's vae/checkpoint.pt (default: the kit's, "
                              "trained on first use)")
-    parser.add_argument("--latent-epochs", type=positive_int, default=40,
+    parser.add_argument("--latent-epochs", type=positive_int, default=20,
                         help="epochs of the latent denoiser")
     parser.add_argument("--slot-epochs", type=positive_int,
                         help="epochs of the slot-conditioned decoder (--part slots; default 10, "
@@ -127,7 +133,7 @@ def config_for(full: bool, channels: int) -> UNetConfig:
         return UNetConfig(image_size=32, in_channels=channels, channels=(64, 128, 128, 128),
                           attention=(False, True, False, False), blocks=2, cond_dim=128,
                           heads=4, dropout=0.1, groups=32)
-    return UNetConfig(in_channels=channels, cond_dim=32)
+    return UNetConfig(in_channels=channels, cond_dim=32, dropout=0.0)   # 3 epochs: no dropout
 
 
 def to_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +209,10 @@ def sampler(model, schedule: dict, steps: int):
 
 @torch.no_grad()
 def generate(model, schedule, steps, labels, w, shape, device, callback=None):
-    sched, m = sampler(guided_model(model, model.null_label, w), schedule, steps)
+    """Samples for `labels` with guidance weight w. At w = 0 (and for the null label) the
+    guided eps is (1 + 0) eps_c - 0 eps_u = eps_c exactly: one model call per step, not two."""
+    guided = model if w == 0 else guided_model(model, model.null_label, w)
+    sched, m = sampler(guided, schedule, steps)
     return sample(m, sched, (len(labels), *shape), labels.to(device), clip=True, device=device,
                   callback=callback).cpu()
 
@@ -275,12 +284,13 @@ def train_ddpm(args, dist, out: Path) -> None:
         epoch = len(history_so_far) + 1
         history_so_far.append(epoch)
         if epoch % args.samples_every == 0 or epoch == epochs:
-            torch.manual_seed(args.seed + epoch)
-            labels = torch.arange(20) % 10
-            imgs = generate(model, schedule, args.sample_steps, labels, args.guidance[-1], shape,
-                            dist.device)
+            with torch.random.fork_rng():   # the training's random stream does not see the grid
+                torch.manual_seed(args.seed + epoch)
+                labels = torch.arange(10)
+                imgs = generate(model, schedule, args.sample_steps, labels, args.guidance[-1],
+                                shape, dist.device)
             grid(imgs, out / f"samples_epoch{epoch}.png",
-                 f"epoch {epoch}: classes 0-9 twice, w = {args.guidance[-1]:g}")
+                 f"epoch {epoch}: classes 0-9, w = {args.guidance[-1]:g}")
         return row
 
     metrics = out / "metrics.jsonl"   # a resumed run counts its epochs on from the file's
