@@ -27,8 +27,9 @@ overwritten), or read from --vae. Its subfolder latent/ gets latent_samples_w<w>
 vae_prior_samples.png (decoding z ~ N(0, I), the VAE's own sampler, for comparison) and
 results.json with the FIDs of both.
 
-Sampling: T = 1000 steps are trained; by default the samples use 50 of them (respace in
-ddpm.py, Nichol & Dhariwal's respacing of the same trained model); --sample-steps 1000 uses all.
+Sampling: T = 1000 steps are trained; by default the samples use 50 of them (100 with --full;
+respace in ddpm.py, Nichol & Dhariwal's respacing of the same trained model); --sample-steps
+1000 uses all.
 
 The defaults fit the default run into about 4 minutes of one CPU thread (docs/labs/diffusion.md,
 "The default run"): 3 epochs of batch 16 without dropout (750 steps, about 40% of the time),
@@ -72,8 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--T", type=positive_int, default=1000, help="diffusion steps")
     parser.add_argument("--kind", choices=["linear", "cosine"], default="linear",
                         help="the variance schedule")
-    parser.add_argument("--sample-steps", type=positive_int, default=50,
-                        help="steps of the sampler (respaced from T; T = every step)")
+    parser.add_argument("--sample-steps", type=positive_int,
+                        help="steps of the sampler (respaced from T; T = every step); default 50, "
+                             "100 with --full")
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 2.0],
                         help="guidance weights w of the class-conditional grids")
     parser.add_argument("--p-uncond", type=float, default=0.2,
@@ -241,6 +243,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--p-uncond must be from 0 up to (not including) 1, got {args.p_uncond:g}")
     if args.slot_lr <= 0:
         raise UsageError(f"--slot-lr must be above 0, got {args.slot_lr:g}")
+    if args.sample_steps is None:
+        args.sample_steps = min(100 if args.full else 50, args.T)
     if args.sample_steps > args.T:
         raise UsageError(f"--sample-steps {args.sample_steps} is more than --T {args.T}: "
                          f"the sampler keeps at most the T trained steps")
@@ -308,7 +312,7 @@ def report(model, history, schedule, train_set, test_set, shape, args, out, devi
 
     paths = [plot_curves(history, out / "curves.png")]
     x = test_set.tensors[0][:3]
-    ts = [0, 50, 100, 250, 500, 750, args.T - 1]
+    ts = sorted({t for t in (0, 50, 100, 250, 500, 750) if t < args.T} | {args.T - 1})
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(x.shape, generator=g)
     forward = torch.stack([q_sample(schedule, x, torch.full((3,), t), noise) for t in ts], 1)
