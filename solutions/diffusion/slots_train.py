@@ -152,7 +152,8 @@ def kit_scene_autoencoder(args, dist, train_set, config: SceneAEConfig) -> tuple
 
     def step(model, batch):
         return {k: v for k, v in model.loss(batch[0]).items()}
-    run = RunConfig(folder, epochs, 32, 2e-3, weight_decay=0.0, resume=checkpoint.is_file())
+    run = RunConfig(folder, epochs, 32, 2e-3, weight_decay=0.0, resume=checkpoint.is_file(),
+                    workers=4 if args.full else 0)                  # --full decodes PNG files
     fit(ae, train_set, step, run, dist, seed=args.seed, meta={"kind": "scene-autoencoder",
                                                                "config": config.__dict__})
     return ae.cpu().eval(), checkpoint
@@ -228,7 +229,8 @@ def train_slots(args, dist, out: Path) -> dict:
 
     def evaluate(model):
         return segmentation(model, x_val, id_val)
-    run = RunConfig(out, epochs, 32, args.slot_lr, weight_decay=0.0, resume=args.resume)
+    run = RunConfig(out, epochs, 32, args.slot_lr, weight_decay=0.0, resume=args.resume,
+                    workers=4 if args.full else 0)
     history = fit(model, train_set, step, run, dist, evaluate=evaluate, seed=args.seed,
                   meta={"slot_config": slot_config.__dict__, "unet_config": unet_config.__dict__,
                         "autoencoder": str(source), "scale": scale})
