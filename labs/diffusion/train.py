@@ -32,7 +32,7 @@ respace in ddpm.py, Nichol & Dhariwal's respacing of the same trained model); --
 1000 uses all.
 
 The defaults fit the default run into about 4 minutes of one CPU thread (docs/labs/diffusion.md,
-"The default run"): 3 epochs of batch 16 without dropout (750 steps, about 40% of the time),
+"The default run"): 3 epochs of batch 16 without dropout (750 steps, about 45% of the time),
 the sampling (50 steps; one model call per step at w = 0 and for the null label, two with
 guidance) and the FIDs' feature networks most of the rest, the VAE (first use) and 20 epochs of
 the latent denoiser under a minute together.
