@@ -26,7 +26,7 @@ def ref_masks(attention, h, w, size, transpose=False):
 
 # The tiny slot model of the training check (autograder/diffusion_slots_probes.TinySlotModel):
 # scenes of 3 x 4 x 4 pixels, two coloured 2 x 2 objects in two of the four quadrants; K = 2
-# slots of D = 8; latents 2 x 2 x 2 of a fixed linear autoencoder whose raw scale is about 4.
+# slots of D = 8; latents 2 x 2 x 2 of a fixed linear autoencoder of raw std 5.5-6.5 (seeds 0-2).
 SIZES = {"pixels": 48, "K": 2, "D": 8, "latent_dim": 8, "width": 64, "time_dim": 16}
 LATENT = (2, 2, 2)
 STEPS, BATCH, LR = 300, 64, 1e-2
@@ -50,7 +50,7 @@ def tiny_scenes(n, g):
 
 def tiny_setup(g):
     """The grader's initial weights (the slot encoder's weight zero: the slots start empty, so
-    only a slot path that learns can carry the scenes), the autoencoder and its scale."""
+    only a slot path that learns can carry the scenes), and the autoencoder's matrix E."""
     d, w, p = SIZES["latent_dim"], SIZES["width"], SIZES["pixels"]
     KD = SIZES["K"] * SIZES["D"]
     def lin(o, i):
