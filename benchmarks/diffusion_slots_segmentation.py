@@ -4,7 +4,11 @@ the validation foreground ARI per epoch. Needs the kit's scene autoencoder (run
 `vislab train diffusion --impl solutions --part slots` once). The initialisation is NOT seeded
 (as measured for the docs): each run is also a different random start.
 
-    python benchmarks/diffusion_slots_segmentation.py {base6,slotlr0.3,slotlr3,iters5,lowattn,bs16}
+    python benchmarks/diffusion_slots_segmentation.py {base6,slotlr0.3,slotlr3,iters5,lowattn,bs16,clip1} [SEED]
+
+clip1: the gradients' global norm clipped to 1 (a common setting for slot models), through a
+global optimizer step pre-hook (vislab.training.fit has no clipping option). SEED, when given,
+seeds the initialisation (torch.manual_seed) before the model is built.
 """
 import sys, json, torch
 from dataclasses import replace
@@ -16,6 +20,8 @@ from vislab.training import RunConfig, fit, Dist
 lab = import_lab(SOLUTIONS_DIR / "diffusion")
 st = lab.slots_train
 name = sys.argv[1]
+if len(sys.argv) > 2:
+    torch.manual_seed(int(sys.argv[2]))
 ae = st.load_scene_autoencoder(Path("runs/diffusion/scene-ae-tetrominoes-16px-seed0/checkpoint.pt")).requires_grad_(False)
 x_train, _ = st.scenes("tetrominoes", "train", 2000)
 x_val, id_val = st.scenes("tetrominoes", "val", 200)
@@ -26,6 +32,11 @@ if name == "iters5": sc = replace(sc, iters=5)
 if name == "lowattn": uc = replace(uc, attention=(False, True))
 model = lab.slot_decoder.SlotDiffusion(sc, uc)
 params = None
+if name == "clip1":
+    def clip(optimizer, args, kwargs):
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    register_optimizer_step_pre_hook(clip)
 if name.startswith("slotlr"):
     f = float(name[6:])
     slot = list(model.encoder.parameters()) + list(model.slot_attention.parameters())
