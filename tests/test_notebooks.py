@@ -1,4 +1,5 @@
 """Every lab's notebook runs top to bottom on the solution (and loads on the skeleton)."""
+import json
 import shutil
 
 import nbformat
@@ -26,3 +27,13 @@ def test_solution_notebook_runs(path, tmp_path, monkeypatch):
               if o.get("output_type") == "error"]
     assert not errors
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_notebook_is_valid_without_repairs(path):
+    """Every cell has an id and the file validates as written: nbformat repairs a missing id
+    silently today and will refuse it later; nbgrader keys its cells on ids."""
+    raw = json.loads(path.read_text())  # not nbformat.read: it adds missing ids
+    missing = [i for i, cell in enumerate(raw["cells"]) if "id" not in cell]
+    assert not missing, f"{path}: cells {missing} have no id (give each a short unique id)"
+    nbformat.validate(raw)
