@@ -206,6 +206,44 @@ def test_slot_lr_must_be_positive(capsys):
     assert "--slot-lr must be above 0" in capsys.readouterr().err
 
 
+def test_the_slot_encoder_warm_starts_from_a_slots_lab_run(tmp_path):
+    """--slot-encoder copies encoder.* and slot_attention.* of a Slot Attention lab checkpoint
+    (as `vislab train slots` writes it) and leaves the UNet as it was."""
+    slots_lab, diffusion = import_lab(SOLUTIONS_DIR / "slots"), import_lab(SOLUTIONS_DIR / "diffusion")
+    st = diffusion.slots_train
+    _, slot_config, unet_config = st.configs(False)
+    torch.manual_seed(0)
+    donor = slots_lab.model.SlotAutoencoder(slot_config)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": donor.state_dict(), "epoch": 6}, path)
+    model = diffusion.slot_decoder.SlotDiffusion(slot_config, unet_config)
+    unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    st.load_slot_encoder(model, path)
+    theirs = donor.state_dict()
+    for key, value in model.state_dict().items():
+        if key.startswith(st.SLOT_PARTS):
+            assert torch.equal(value, theirs[key]), key
+    assert all(torch.equal(v, unet_before[k]) for k, v in model.unet.state_dict().items())
+
+
+def test_a_slot_encoder_of_other_sizes_gets_one_line(tmp_path, capsys):
+    from dataclasses import replace
+
+    from vislab.cli import main
+    from vislab.errors import UsageError
+
+    slots_lab, diffusion = import_lab(SOLUTIONS_DIR / "slots"), import_lab(SOLUTIONS_DIR / "diffusion")
+    _, slot_config, unet_config = diffusion.slots_train.configs(False)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": slots_lab.model.SlotAutoencoder(replace(slot_config, slot_dim=16)).state_dict()}, path)
+    model = diffusion.slot_decoder.SlotDiffusion(slot_config, unet_config)
+    with pytest.raises(UsageError, match="not a Slot Attention lab run of this model's sizes"):
+        diffusion.slots_train.load_slot_encoder(model, path)
+    code = main(["train", "diffusion", "--impl", "solutions", "--part", "slots",
+                 "--slot-encoder", str(tmp_path / "nothing.pt")])
+    assert code == 2 and "--slot-encoder" in capsys.readouterr().err
+
+
 def write_clevr_masks(folder, count):
     """CLEVR-with-masks scenes as `vislab data prepare clevr-masks` writes them (320 x 240 PNG
     pairs): three coloured boxes on grey, the flat mask 0 background, 1..3."""

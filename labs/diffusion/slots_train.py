@@ -196,6 +196,23 @@ def plot_history(history: list[dict], path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ main
 
+SLOT_PARTS = ("encoder.", "slot_attention.")
+
+
+def load_slot_encoder(model: SlotDiffusion, path: Path) -> None:
+    """Copy encoder.* and slot_attention.* from a Slot Attention lab checkpoint (the two labs
+    share those names); the UNet starts fresh. A run of other sizes is refused in one line."""
+    state = load_checkpoint(path)
+    state = state.get("model", state)
+    want = {k: v for k, v in model.state_dict().items() if k.startswith(SLOT_PARTS)}
+    got = {k: v for k, v in state.items() if k.startswith(SLOT_PARTS)}
+    wrong = [k for k in want if k not in got or got[k].shape != want[k].shape]
+    if wrong:
+        raise UsageError(f"--slot-encoder {path}: not a Slot Attention lab run of this model's "
+                         f"sizes ({wrong[0]} {'missing' if wrong[0] not in got else 'differs'}); "
+                         f"train one with `vislab train slots` (16 px, 4 slots, D = 32)")
+    model.load_state_dict(got, strict=False)
+
 def train_slots(args, dist, out: Path) -> dict:
     from vislab.metrics.fid import feature_extractor, fid
 
@@ -217,6 +234,9 @@ def train_slots(args, dist, out: Path) -> dict:
     print(f"slots: latents {' x '.join(map(str, latent_shape))}, scale factor {scale:.4f}, "
           f"the autoencoder's validation MSE {recon:.5f}")
     model = SlotDiffusion(slot_config, unet_config)
+    if args.slot_encoder:
+        load_slot_encoder(model, args.slot_encoder)
+        print(f"slots: slot encoder and slot attention start from {args.slot_encoder}")
     schedule = make_schedule(args.T, args.kind)
     epochs = args.slot_epochs or (100 if args.full else 10)
     print(f"slots: a slot-conditioned latent diffusion decoder, "

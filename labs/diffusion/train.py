@@ -8,6 +8,8 @@
     vislab train diffusion --part latent         # latent diffusion on the VAE lab's codes only
     vislab train diffusion --part latent --vae runs/vae/<run>/vae/checkpoint.pt   # your own VAE
     vislab train diffusion --part slots          # the slot-conditioned decoder, ARI per epoch
+    vislab train diffusion --part slots --slot-encoder runs/slots/<run>/checkpoint.pt
+                                                 # its slot encoder warm-started from the slots lab
 
 One model serves the unconditional and the conditional samples: a UNet conditioned on the
 class label through cross-attention, trained with label dropout (--p-uncond), so that the null
@@ -100,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene-autoencoder", type=Path, metavar="CHECKPOINT",
                         help="--part slots: a scene autoencoder's checkpoint.pt (default: the "
                              "kit's, trained on first use into runs/diffusion/scene-ae-*)")
+    parser.add_argument("--slot-encoder", type=Path, metavar="CHECKPOINT",
+                        help="--part slots: start the slot encoder and slot attention from a Slot "
+                             "Attention lab run's checkpoint.pt (same sizes; still trained end to end)")
     parser.add_argument("--slot-fid-samples", type=positive_int, default=200,
                         help="--part slots: composed (and redrawn) scenes per FID")
 
@@ -251,6 +256,9 @@ def main(args: argparse.Namespace) -> int:
     if args.scene_autoencoder is not None and not args.scene_autoencoder.is_file():
         raise UsageError(f"--scene-autoencoder {args.scene_autoencoder}: no such file (a "
                          f"runs/diffusion/scene-ae-*/checkpoint.pt)")
+    if args.slot_encoder is not None and not args.slot_encoder.is_file():
+        raise UsageError(f"--slot-encoder {args.slot_encoder}: no such file (a Slot Attention lab "
+                         f"run's checkpoint.pt: runs/slots/<run>/checkpoint.pt)")
     if args.vae is not None and not args.vae.is_file():
         raise UsageError(f"--vae {args.vae}: no such file (a VAE lab run's vae/checkpoint.pt)")
     dist = setup(args.device, args.seed)
