@@ -39,13 +39,18 @@ def mnist_binary():
     return (fix(xtr) > 127).float(), ytr.long(), (fix(xte) > 127).float(), yte.long()
 
 
-def load_vae(path: Path) -> VAE:
+def read_kit_checkpoint(path: Path, what: str, hint: str) -> tuple[dict, dict]:
+    """A kit run's checkpoint and its meta config (lists back to tuples), or one line saying
+    what the file is not."""
     state = load_checkpoint(path)
-    config = (state.get("meta") or {}).get("config")
+    config = (state.get("meta") or {}).get("config") if isinstance(state, dict) else None
     if "model" not in state or not isinstance(config, dict):
-        raise UsageError(f"{path} is not a VAE run's checkpoint (no model and meta config): use a "
-                         f"VAE lab run's vae/checkpoint.pt")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        raise UsageError(f"{path} is not a {what}'s checkpoint (no model and meta config): use {hint}")
+    return state, {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def load_vae(path: Path) -> VAE:
+    state, config = read_kit_checkpoint(path, "VAE run", "a VAE lab run's vae/checkpoint.pt")
     try:
         vae = VAE(VAEConfig(**config))
         vae.load_state_dict(state["model"])

@@ -117,12 +117,10 @@ def configs(full: bool):
 # ---------------------------------------------------------------------------- autoencoder
 
 def load_scene_autoencoder(path: Path, want: SceneAEConfig | None = None) -> SceneAutoencoder:
-    state = load_checkpoint(path)
-    config = (state.get("meta") or {}).get("config") if isinstance(state, dict) else None
-    if "model" not in state or not isinstance(config, dict):
-        raise UsageError(f"{path} is not a scene autoencoder's checkpoint (no model and meta "
-                         f"config): use runs/diffusion/scene-ae-*/checkpoint.pt")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    from .latent_train import read_kit_checkpoint
+
+    state, config = read_kit_checkpoint(path, "scene autoencoder",
+                                        "runs/diffusion/scene-ae-*/checkpoint.pt")
     try:
         ae = SceneAutoencoder(SceneAEConfig(**config))
         ae.load_state_dict(state["model"])
