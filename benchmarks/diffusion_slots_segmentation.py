@@ -5,6 +5,11 @@ the validation foreground ARI per epoch. Needs the kit's scene autoencoder (run
 (as measured for the docs): each run is also a different random start.
 
     python benchmarks/diffusion_slots_segmentation.py {base6,slotlr0.3,slotlr3,iters5,lowattn,bs16,clip1} [SEED]
+    python benchmarks/diffusion_slots_segmentation.py {warm,warmfrozen} SEED CHECKPOINT
+
+warm: the slot encoder and slot attention start from a Slot Attention lab run's CHECKPOINT
+(`vislab train slots --impl solutions`), trained on end to end; warmfrozen: the same, kept frozen
+(only the UNet learns), to see whether object slots help the decoder.
 
 clip1: the gradients' global norm clipped to 1 (a common setting for slot models), through a
 global optimizer step pre-hook (vislab.training.fit has no clipping option). SEED, when given,
@@ -32,6 +37,12 @@ if name == "iters5": sc = replace(sc, iters=5)
 if name == "lowattn": uc = replace(uc, attention=(False, True))
 model = lab.slot_decoder.SlotDiffusion(sc, uc)
 params = None
+if name.startswith("warm"):
+    st.load_slot_encoder(model, Path(sys.argv[3]))
+    if name == "warmfrozen":
+        model.encoder.requires_grad_(False)
+        model.slot_attention.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
 if name == "clip1":
     def clip(optimizer, args, kwargs):
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
