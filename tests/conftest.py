@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vislab import SOLUTIONS_DIR
-from vislab.grading import grade, load_lab, summarize
+from vislab.grading import Lab, grade, load_lab, summarize
 
 
 def variant(tmp_path: Path, lab: str, edits: dict[str, list[tuple[str, str]]]) -> Path:
@@ -28,6 +28,17 @@ def grade_task(lab: str, folder: Path, task: str) -> dict:
     rows = summarize(checks, grade(checks, folder, task))
     assert len(rows) == 1
     return rows[0]
+
+
+def grade_task_messages(lab: str, folder: Path, task: str, skip=frozenset()) -> tuple[dict, str]:
+    """The task's row and every failing check's message joined (the row shows only the first);
+    the checks named in `skip` (slow training checks a test does not need) are left out."""
+    checks = load_lab(lab)
+    checks = Lab(checks.name, checks.tasks, [c for c in checks.checks if c.name not in skip])
+    results = grade(checks, folder, task)
+    rows = summarize(checks, results)
+    assert len(rows) == 1
+    return rows[0], " | ".join(r.message for r in results if r.status != "passed")
 
 
 def by_task(cases: dict) -> list:

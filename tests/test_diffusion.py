@@ -4,9 +4,9 @@ references agree with diffusers' DDPMScheduler (an independent implementation)."
 import pytest
 import torch
 
-from conftest import by_task, variant
+from conftest import by_task, grade_task_messages, variant
 from vislab import SOLUTIONS_DIR
-from vislab.grading import Lab, grade, load_lab, summarize
+from vislab.grading import Lab, grade, load_lab
 
 # The training check takes seconds: mistakes in diffusion.loss are caught by the quick checks
 # too, so they are graded without it (tests/test_grading.py runs it on the solution), except
@@ -16,13 +16,7 @@ SLOW = {"trains_a_denoiser"}
 
 def grade_task(folder, task: str, quick: bool = True) -> tuple[dict, str]:
     """The task's row, and every failing check's message joined (the row shows the first)."""
-    lab = load_lab("diffusion")
-    if quick:
-        lab = Lab(lab.name, lab.tasks, [c for c in lab.checks if c.name not in SLOW])
-    results = grade(lab, folder, task)
-    rows = summarize(lab, results)
-    assert len(rows) == 1
-    return rows[0], " | ".join(r.message for r in results if r.status != "passed")
+    return grade_task_messages("diffusion", folder, task, SLOW if quick else ())
 
 
 PAD = "abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])        # (T,)"

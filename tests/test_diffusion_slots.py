@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import by_task, variant
+from conftest import by_task, grade_task_messages, variant
 from vislab import SOLUTIONS_DIR
-from vislab.grading import Lab, grade, load_lab, summarize
 from vislab.impl import import_lab
 
 TASK = "diffusion.slot_decoder"
@@ -29,13 +28,7 @@ SLOW = {"trains_slots_and_decoder"}
 
 
 def grade_slot_task(folder, quick: bool = False) -> tuple[dict, str]:
-    lab = load_lab("diffusion")
-    if quick:
-        lab = Lab(lab.name, lab.tasks, [c for c in lab.checks if c.name not in SLOW])
-    results = grade(lab, folder, TASK)
-    rows = summarize(lab, results)
-    assert len(rows) == 1
-    return rows[0], " | ".join(r.message for r in results if r.status != "passed")
+    return grade_task_messages("diffusion", folder, TASK, SLOW if quick else ())
 
 
 MISTAKES = {  # name: (task, file, old, new, words in the messages)
